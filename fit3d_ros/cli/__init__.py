@@ -1,0 +1,1 @@
+"""The ``fit3d-ros`` command line."""

@@ -1,0 +1,1 @@
+"""fit3d_ros.kernels"""
