@@ -1,0 +1,49 @@
+"""Per-stage latency accounting shared by the nodes and replay.
+
+Design note: each stage keeps a bounded ring of recent durations (ms) so long runs use
+constant memory; percentiles come from numpy over that window.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+
+@dataclass
+class LatencyStats:
+    """Recent durations per stage name, in milliseconds."""
+
+    window: int = 1000
+    stages: dict[str, deque] = field(default_factory=dict)
+
+    def add(self, stage: str, ms: float) -> None:
+        self.stages.setdefault(stage, deque(maxlen=self.window)).append(float(ms))
+
+    @contextmanager
+    def time(self, stage: str) -> Iterator[None]:
+        """Context manager timing one stage with a monotonic clock."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, (time.perf_counter() - t0) * 1e3)
+
+    def last(self) -> dict[str, float]:
+        return {k: v[-1] for k, v in self.stages.items() if v}
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """{stage: {"p50", "p90", "p99", "mean", "count"}} over the window."""
+        out: dict[str, dict[str, float]] = {}
+        for name, values in self.stages.items():
+            if not values:
+                continue
+            a = np.asarray(values)
+            p50, p90, p99 = np.percentile(a, [50, 90, 99])
+            out[name] = {"p50": float(p50), "p90": float(p90), "p99": float(p99),
+                         "mean": float(a.mean()), "count": int(a.size)}
+        return out
