@@ -1,0 +1,131 @@
+"""``fit3d-ros bag from-*`` (dataset -> rosbag2) and ``fit3d-ros info BAG``.
+
+Design note: thin wrappers over `fit3d_ros.logs` (imported inside the handlers, so
+``--help`` stays instant). ``-o OUT.mcap`` writes one self-contained mcap file (``.db3``
+one sqlite3 file, any other name a rosbag2 directory); an existing output is refused
+unless ``--force``. ``info --json`` prints exactly one JSON object on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Callable
+
+from fit3d_ros.cli.main import CommandError
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"wrote {summary['output']} ({summary['storage']}): {summary['frames']} frame(s), "
+          f"{summary['duration_s']:.3f} s")
+    for topic, count in summary["topics"].items():
+        print(f"  {topic:<32} {count:>6} msgs")
+
+
+def _out_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output bag: OUT.mcap (one mcap file), OUT.db3, or a directory")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn an existing output (FileExistsError) into a user error."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except FileExistsError as exc:
+            raise CommandError(str(exc)) from exc
+    return run
+
+
+def _finish(args: argparse.Namespace, summary: dict[str, Any]) -> int:
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _from_rgbd(args: argparse.Namespace) -> int:
+    from fit3d_ros.logs.convert import rgbd_to_bag
+
+    return _finish(args, rgbd_to_bag(args.dir, args.output, fmt=args.format, every=args.every,
+                                     overwrite=args.force))
+
+
+def _from_kitti(args: argparse.Namespace) -> int:
+    from fit3d_ros.logs.convert import kitti_to_bag
+
+    # hook point: per-frame writers (e.g. a later `--box-labels`) go into `hooks`
+    return _finish(args, kitti_to_bag(args.dir, args.output, frames=args.frames or None,
+                                      hooks=(), overwrite=args.force))
+
+
+def _from_nuscenes(args: argparse.Namespace) -> int:
+    from fit3d_ros.logs.convert import nuscenes_to_bag
+
+    return _finish(args, nuscenes_to_bag(args.dir, args.output, overwrite=args.force))
+
+
+def _from_semantickitti(args: argparse.Namespace) -> int:
+    from fit3d_ros.logs.convert import semantickitti_to_bag
+
+    return _finish(args, semantickitti_to_bag(args.dir, args.output, overwrite=args.force))
+
+
+def _info(args: argparse.Namespace) -> int:
+    from fit3d_ros.logs.bag import bag_info
+
+    try:
+        info = bag_info(args.bag, rates=not args.no_rates)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"bag:      {info['path']} ({info['storage']})")
+    print(f"duration: {info['duration_s']:.3f} s  ({info['start_ns']} .. {info['end_ns']} ns)")
+    print(f"messages: {info['message_count']}")
+    width = max((len(t) for t in info["topics"]), default=5)
+    for topic, t in info["topics"].items():
+        rate = "-" if t["rate_hz"] is None else f"{t['rate_hz']:.2f} Hz"
+        print(f"  {topic:<{width}}  {t['type']:<30} {t['count']:>7}  {rate}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bag`` (with from-rgbd/from-kitti/from-nuscenes/from-semantickitti) and ``info``."""
+    bag = subparsers.add_parser("bag", help="convert datasets into rosbag2 logs",
+                                description="Convert dataset folders into rosbag2 logs.")
+    sub = bag.add_subparsers(dest="bag_command", required=True, metavar="CONVERTER")
+
+    p = sub.add_parser("from-rgbd", help="7-Scenes / Redwood RGB-D folder -> bag")
+    p.add_argument("dir")
+    p.add_argument("--format", required=True, choices=["7scenes", "redwood"])
+    p.add_argument("--every", type=int, default=1, metavar="N", help="keep every N-th frame")
+    _out_args(p)
+    p.set_defaults(func=_guarded(_from_rgbd))
+
+    p = sub.add_parser("from-kitti", help="KITTI object folder -> bag")
+    p.add_argument("dir", metavar="OBJECT_DIR")
+    p.add_argument("--frames", nargs="+", metavar="ID", help="frame ids (default: all)")
+    _out_args(p)
+    p.set_defaults(func=_guarded(_from_kitti))
+
+    p = sub.add_parser("from-nuscenes", help="nuScenes sample folder (sample.json) -> bag")
+    p.add_argument("dir")
+    _out_args(p)
+    p.set_defaults(func=_guarded(_from_nuscenes))
+
+    p = sub.add_parser("from-semantickitti", help="SemanticKITTI points/labels -> bag")
+    p.add_argument("dir")
+    _out_args(p)
+    p.set_defaults(func=_guarded(_from_semantickitti))
+
+    info = subparsers.add_parser("info", help="topics, types, counts, rates and duration "
+                                 "of a bag")
+    info.add_argument("bag", help="a .mcap / .db3 file or a rosbag2 directory")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--no-rates", action="store_true",
+                      help="skip the per-topic rate scan (faster on big bags)")
+    info.set_defaults(func=_info)
