@@ -132,8 +132,9 @@ def depth_to_image(depth_m: np.ndarray, stamp_ns: int, frame_id: str, types: Msg
     if enc != "16UC1":
         raise ConversionError(f"depth encoding must be 16UC1 or 32FC1, got {encoding!r}")
     mm = d.astype(np.float64) * MM_PER_M
-    valid = np.isfinite(mm) & (mm > 0)
-    mm = np.where(valid, np.rint(np.where(valid, mm, 0.0)), 0.0)
+    with np.errstate(invalid="ignore"):
+        mm[~((mm > 0) & (mm < np.inf))] = 0.0  # NaN, inf, <= 0: no return
+    np.rint(mm, out=mm)
     if mm.max(initial=0.0) > np.iinfo(np.uint16).max:
         raise ConversionError(f"depth {float(np.nanmax(d)):.3f} m exceeds the 16UC1 range "
                               "(65.535 m); use encoding='32FC1'")

@@ -26,7 +26,7 @@ class ConversionError(ValueError):
 
 
 def _numpy_uint8(data: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    return np.array(data, dtype=np.uint8, copy=True).reshape(-1)  # never alias the caller's
 
 
 def _array_uint8(data: np.ndarray) -> array.array:
