@@ -158,14 +158,14 @@ def pointcloud2_to_cloud(msg, *, drop_nan: bool = True) -> PointCloud:
         view_specs = [(colour, off, np.dtype("u4").newbyteorder(dt.byteorder), 1)
                       if s[0] == colour else s for s in view_specs]
     view = _view(msg, view_specs)
-    xyz = np.stack([_native(view[a]) for a in "xyz"], axis=1).astype(np.float32)
+    xyz = np.stack([_native(view[a]) for a in "xyz"], axis=1).astype(np.float32, copy=False)
     n = len(xyz)
     counts = {s[0]: s[3] for s in view_specs}
     cols: dict[str, np.ndarray | None] = {"intensity": None, "rgb": None, "label": None,
                                           "feature": None}
     used = {"x", "y", "z"}
     if counts.get("intensity") == 1:
-        cols["intensity"] = _native(view["intensity"]).astype(np.float32)
+        cols["intensity"] = _native(view["intensity"]).astype(np.float32, copy=False)
         used.add("intensity")
     if colour:
         cols["rgb"] = _decode_rgb(_native(view[colour]), colour)
@@ -176,7 +176,7 @@ def pointcloud2_to_cloud(msg, *, drop_nan: bool = True) -> PointCloud:
         cols["label"] = _decode_label(_native(view["label"]))
         used.add("label")
     if "feature" in counts:
-        cols["feature"] = _native(view["feature"]).astype(np.float32).reshape(n, -1)
+        cols["feature"] = _native(view["feature"]).astype(np.float32, copy=False).reshape(n, -1)
         used.add("feature")
     elif run is not None:
         cols["feature"] = np.stack([_native(view[r]) for r in run], axis=1).astype(np.float32)
