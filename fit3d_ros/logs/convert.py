@@ -122,7 +122,9 @@ def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] 
         o = _Out(w, types)
         last_calib: list[np.ndarray] | None = None
         for frame in read_kitti_object(root, frames):
-            statics = [t for t in (frame.T_base_velo, frame.T_cam_velo) if t is not None]
+            # tree: base_link -> velodyne -> camera (one parent per frame, as in tf2)
+            statics = [t for t in (frame.T_base_velo, frame.T_cam_velo.inverse())
+                       if t is not None]
             calib = [t.matrix for t in statics]
             if last_calib is None or len(calib) != len(last_calib) or not all(
                     np.array_equal(a, b) for a, b in zip(calib, last_calib)):

@@ -3,9 +3,10 @@
 Design note: every loader validates what it reads (dtype, shape, finiteness) and raises
 a ``ValueError`` naming the file, so a broken dataset folder fails loudly before anything
 is written. Extrinsics stored as text (KITTI, 7-Scenes, Redwood) or float32 (nuScenes)
-are only orthonormal to ~1e-7; a ROS TF carries a rigid transform (quaternion), so
-`nearest_rigid` projects the rotation onto SO(3) (SVD, the closest rotation in Frobenius
-norm) and refuses matrices that are not near-rotations. Datasets without clocks get
+are only orthonormal to ~1e-7 (KITTI, nuScenes) or ~1e-4 (7-Scenes poses); a ROS TF
+carries a rigid transform (quaternion), so `nearest_rigid` projects the rotation onto
+SO(3) (SVD, the closest rotation in Frobenius norm) and refuses matrices that are not
+near-rotations. Datasets without clocks get
 synthetic stamps ``T0_NS + index * period`` (``T0_NS`` > 0 because stamp 0 means "latest"
 to tf2). Frame names follow REP-103/105 (``map``, ``base_link``, ``*_optical_frame``).
 """
