@@ -1,0 +1,140 @@
+"""Shared node plumbing: QoS by name, throttled warnings, diagnostics and latency topics.
+
+Design note: follows image_pipeline/Autoware habits: sensor-data QoS by default (keep
+last 5, best effort, volatile), overridable per node by a declared parameter; every
+stage timed and published on ``~/latency_ms`` (std_msgs/String JSON, readable with
+``ros2 topic echo``); health on ``/diagnostics`` (rates, drops, last error).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+from fit3d_ros.pipeline import LatencyStats, WorkerCounters
+
+QOS_CHOICES = ("sensor_data", "reliable", "transient_local")
+
+
+def qos_from_name(name: str, depth: int = 5) -> QoSProfile:
+    """QoS profile by name: sensor_data (best effort), reliable, transient_local (latched)."""
+    if name == "sensor_data":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=qos_profile_sensor_data.reliability,
+                          durability=qos_profile_sensor_data.durability)
+    if name == "reliable":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+    if name == "transient_local":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(depth, 1),
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    raise ValueError(f"unknown QoS profile {name!r}; choose one of {QOS_CHOICES}")
+
+
+class Throttle:
+    """Allows one event per key every `period_s` seconds (throttled logging)."""
+
+    def __init__(self, period_s: float = 5.0) -> None:
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+
+    def ready(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e18) >= self.period_s:
+            self._last[key] = now
+            return True
+        return False
+
+
+class NodeHealth:
+    """Counters, throttled warnings, latency and /diagnostics publishing for one node."""
+
+    def __init__(self, node: Node, throttle_s: float = 5.0,
+                 diagnostics_period_s: float = 1.0) -> None:
+        from std_msgs.msg import String
+
+        self.node = node
+        self.latency = LatencyStats()
+        self.counts: dict[str, int] = {}
+        self.last_error = ""
+        self._throttle = Throttle(throttle_s)
+        self._string = String
+        self._latency_pub = node.create_publisher(String, "~/latency_ms", 10)
+        self._workers: dict[str, WorkerCounters] = {}
+        self._started = time.monotonic()
+        self._diag_pub = None
+        try:
+            from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401
+            self._diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        except ImportError:  # diagnostic_msgs absent: counters stay on ~/latency_ms only
+            node.get_logger().info("diagnostic_msgs not importable; /diagnostics disabled")
+        self._timer = node.create_timer(diagnostics_period_s, self.publish_diagnostics)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def watch_worker(self, name: str, counters: WorkerCounters) -> None:
+        self._workers[name] = counters
+
+    def warn(self, key: str, message: str) -> None:
+        """Count a problem under `key`, remember it and log it at most every throttle_s."""
+        self.count(key)
+        self.last_error = message
+        if self._throttle.ready(key):
+            self.node.get_logger().warning(f"{message} (seen {self.counts[key]}x)")
+
+    def publish_latency(self, stages: dict[str, float]) -> None:
+        self._latency_pub.publish(self._string(data=json.dumps(
+            {k: round(v, 3) for k, v in stages.items()})))
+
+    def snapshot(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        snap: dict[str, Any] = {k: v for k, v in self.counts.items()}
+        for name, c in self._workers.items():
+            snap[f"{name}.processed"] = c.processed
+            snap[f"{name}.dropped"] = c.dropped
+            snap[f"{name}.errors"] = c.errors
+            snap[f"{name}.rate_hz"] = round(c.processed / elapsed, 3)
+            if c.last_error:
+                self.last_error = c.last_error
+        for stage, s in self.latency.summary().items():
+            snap[f"latency_ms.{stage}.p50"] = round(s["p50"], 3)
+        snap["last_error"] = self.last_error
+        return snap
+
+    def publish_diagnostics(self) -> None:
+        if self._diag_pub is None:
+            return
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        snap = self.snapshot()
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK,
+            name=f"fit3d_ros: {self.node.get_fully_qualified_name()}",
+            message=self.last_error or "ok", hardware_id="fit3d_ros",
+            values=[KeyValue(key=k, value=str(v)) for k, v in snap.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+
+def declare(node: Node, name: str, default: Any, description: str = "") -> Any:
+    """Declare a parameter with a description and return its current value."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    return node.declare_parameter(
+        name, default, ParameterDescriptor(description=description)).value
+
+
+def has_subscribers(*publishers: Any) -> bool:
+    """True if any publisher has a subscriber (lazy processing: no work while unobserved)."""
+    return any(p.get_subscription_count() > 0 for p in publishers)
+
+
+Callback = Callable[..., None]
