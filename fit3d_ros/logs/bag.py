@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from rosbags.highlevel import AnyReader, AnyReaderError
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
+                                QosTime)
 from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
 
 
@@ -50,7 +51,8 @@ class TopicInfo:
 
 @dataclass
 class BagMessage:
-    """One deserialised message; ``index`` counts messages per topic from 0 in log order."""
+    """One deserialised message; ``index`` counts the topic's messages from 0 in log order
+    within the selection read (the whole bag when no time window is given)."""
 
     topic: str
     msgtype: str

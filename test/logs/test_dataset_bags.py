@@ -217,3 +217,19 @@ def test_semantickitti_round_trip(shared_data, bags):
     np.testing.assert_array_equal(cloud.label, np.load(root / "labels/000700.npy")[:, 0])
     assert cloud.label.dtype == np.int32 and cloud.frame_id == "velodyne"
     assert cloud.stamp == T0 + 700 * 100_000_000
+
+
+def test_nuscenes_reader_camera_poses(shared_data):
+    """Camera poses at their own stamps reproduce the sample's motion-compensated
+    lidar2cam through the lidar-time ego pose (ego2global · lidar2ego)."""
+    from fit3d_ros.logs.datasets import read_nuscenes
+
+    meta = json.loads((shared_data / "nuscenes/sample.json").read_text())
+    sample = read_nuscenes(shared_data / "nuscenes")
+    lidar_to_map = np.asarray(meta["ego2global"]) @ np.asarray(meta["lidar"]["lidar2ego"])
+    for name, c in meta["cameras"].items():
+        frame = sample.cameras[name]
+        assert frame.pose.parent_frame == "map"
+        assert frame.frame_id == f"{name.lower()}_optical_frame"
+        np.testing.assert_allclose(np.linalg.inv(frame.pose.matrix) @ lidar_to_map,
+                                   c["lidar2cam"], rtol=0, atol=1e-5)
