@@ -1,0 +1,135 @@
+"""`feature_node`: RGB Image (+ CameraInfo) → ``~/features`` (32FC<C>) and ``~/features_pca``.
+
+Design note: the callback only decodes and hands the newest frame to a latest-wins
+worker (sensor callbacks never wait on the ViT); nothing runs while nobody subscribes;
+the feature image has one pixel per ViT patch and the input header. Every knob is a
+declared parameter; the model is built at start-up, and a missing or corrupt weights
+file ends the process with a clear error instead of a half-working node.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+
+from fit3d_ros.msgs import ConversionError, image_to_rgb, numpy_to_image, rclpy_types, stamp_to_ns
+from fit3d_ros.pipeline import LatestWinsWorker
+from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor, PCAPreview
+
+from .common import NodeHealth, declare, has_subscribers, qos_from_name
+
+_DESCRIPTIONS = {
+    "backbone": "ViT short name (dinov2_small, ...) or timm model name",
+    "mode": "original | finetuned | concat (FiT3D: original ‖ fine-tuned)",
+    "weights": "local weights file of the original ViT ('' = hub / released)",
+    "finetuned_weights": "local weights of the fine-tuned ViT ('' = FiT3D release)",
+    "random_init": "seeded random ViT (no weights; demos and tests only)",
+    "seed": "seed of the random init",
+    "token_budget": "about this many ViT patches per image (0 = native size)",
+    "dtype": "float32 | bfloat16 | float16",
+    "device": "torch device (cpu, cuda, cuda:1)",
+}
+
+
+def feature_config_from_params(node: Node) -> FeatureConfig:
+    """Declare one parameter per FeatureConfig field and build the config."""
+    values = {}
+    for f in fields(FeatureConfig):
+        default = f.default
+        if f.name == "token_budget":
+            default = 37 * 37
+        if default is None:
+            default = ""
+        values[f.name] = declare(node, f.name, default, _DESCRIPTIONS.get(f.name, ""))
+    values = {k: (None if v == "" and k in ("weights", "finetuned_weights") else v)
+              for k, v in values.items()}
+    values["token_budget"] = int(values["token_budget"]) or None
+    return FeatureConfig(**values)
+
+
+class FeatureNode(Node):
+    """Publishes dense ViT features for each incoming image."""
+
+    def __init__(self, extractor: FeatureExtractor | None = None, **kwargs) -> None:
+        super().__init__("feature_node", **kwargs)
+        self.cfg = feature_config_from_params(self)
+        qos = qos_from_name(declare(self, "qos", "sensor_data",
+                                    "input QoS: sensor_data | reliable"))
+        self.publish_pca = declare(self, "publish_pca", True, "publish ~/features_pca")
+        self.types = rclpy_types()
+        self.extractor = extractor or FeatureExtractor(self.cfg)
+        self.pca = PCAPreview()
+        self.health = NodeHealth(self, declare(self, "throttle_s", 5.0, "warning period"))
+        from sensor_msgs.msg import Image
+
+        self.pub_features = self.create_publisher(Image, "~/features", 5)
+        self.pub_pca = self.create_publisher(Image, "~/features_pca", 5)
+        self.worker = LatestWinsWorker(self._process, on_error=self._on_error)
+        self.health.watch_worker("features", self.worker.counters)
+        self.create_subscription(Image, "image", self._on_image, qos)
+        self.get_logger().info(f"feature_node ready: {self.cfg.backbone} ({self.cfg.mode}, "
+                               f"{'random init' if self.cfg.random_init else 'pretrained'})")
+
+    def _on_image(self, msg) -> None:
+        self.health.count("images_in")
+        if not has_subscribers(self.pub_features, self.pub_pca):
+            self.health.count("skipped_no_subscribers")
+            return
+        try:
+            with self.health.latency.time("decode"):
+                rgb = image_to_rgb(msg)
+        except ConversionError as exc:
+            self.health.warn("bad_image", f"dropping image: {exc}")
+            return
+        self.worker.submit((msg.header, rgb))
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.health.warn("processing_error", f"feature extraction failed: {exc}")
+
+    def _process(self, item) -> None:
+        header, rgb = item
+        stamp, frame = stamp_to_ns(header.stamp), header.frame_id
+        with self.health.latency.time("backbone"):
+            result = self.extractor(rgb)
+        with self.health.latency.time("publish"):
+            if self.pub_features.get_subscription_count():
+                feats = result.patch.permute(1, 2, 0).contiguous().numpy().astype(np.float32)
+                enc = f"32FC{feats.shape[2]}"
+                self.pub_features.publish(numpy_to_image(feats, enc, stamp, frame, self.types))
+            if self.publish_pca and self.pub_pca.get_subscription_count():
+                self.pub_pca.publish(numpy_to_image(self.pca(result.patch), "rgb8", stamp,
+                                                    frame, self.types))
+        self.health.count("features_out")
+        self.health.publish_latency(self.health.latency.last())
+
+
+def run_node(factory, args: list[str] | None = None) -> int:
+    """Init rclpy, build the node (start-up errors → message + exit 1), spin until shutdown."""
+    rclpy.init(args=args)
+    try:
+        try:
+            node = factory()
+        except Exception as exc:  # noqa: BLE001 - start-up failure: say why, exit non-zero
+            print(f"[fit3d_ros] start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            rclpy.spin(node)
+        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+            pass
+        finally:
+            node.destroy_node()
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(FeatureNode, args if args is not None else sys.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

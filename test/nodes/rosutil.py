@@ -1,0 +1,53 @@
+"""Helpers for node tests over real DDS: an isolated rclpy context and a spin-until loop."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import rclpy
+
+
+@contextmanager
+def ros_context(domain_id: int) -> Iterator[rclpy.context.Context]:
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    try:
+        yield ctx
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def spin_until(ctx, node, done: Callable[[], bool], timeout: float,
+               proc: subprocess.Popen | None = None) -> bool:
+    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            if proc is not None and proc.poll() is not None:
+                return done()
+            executor.spin_once(timeout_sec=0.1)
+        return done()
+    finally:
+        executor.remove_node(node)
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    out, err = proc.communicate(timeout=10)
+    return (out or "") + (err or "")
