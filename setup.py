@@ -36,7 +36,7 @@ data_files = [
 ]
 
 ROS = ["ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-geometry-msgs",
-       "ros-rmw-fastrtps-cpp"]
+       "ros-rmw-fastrtps-cpp", "ros-diagnostic-msgs"]
 
 setup(
     name=PACKAGE,
@@ -57,9 +57,12 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "setuptools",
+        "ninja",               # builds the C++ rasterizer (torch.utils.cpp_extension)
+        "timm>=1.0",
     ],
     extras_require={
         "ros": ROS,
+        "cpu": ["spconv"],     # CPU build of spconv (pick cpu or cuda, not both)
         "viz": ["open3d-cpu"],
         "cuda": ["gsplat", "spconv-cu120"],
         "test": ["pytest>=7", "pytest-timeout"],
