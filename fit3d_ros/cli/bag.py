@@ -25,6 +25,8 @@ def _out_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output bag: OUT.mcap (one mcap file), OUT.db3, or a directory")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--compress", action="store_true",
+                   help="zstd compression (mcap chunks / sqlite3-directory messages)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -50,7 +52,7 @@ def _from_rgbd(args: argparse.Namespace) -> int:
     from fit3d_ros.logs.convert import rgbd_to_bag
 
     return _finish(args, rgbd_to_bag(args.dir, args.output, fmt=args.format, every=args.every,
-                                     overwrite=args.force))
+                                     overwrite=args.force, compress=args.compress))
 
 
 def _from_kitti(args: argparse.Namespace) -> int:
@@ -58,19 +60,21 @@ def _from_kitti(args: argparse.Namespace) -> int:
 
     # hook point: per-frame writers (e.g. a later `--box-labels`) go into `hooks`
     return _finish(args, kitti_to_bag(args.dir, args.output, frames=args.frames or None,
-                                      hooks=(), overwrite=args.force))
+                                      hooks=(), overwrite=args.force, compress=args.compress))
 
 
 def _from_nuscenes(args: argparse.Namespace) -> int:
     from fit3d_ros.logs.convert import nuscenes_to_bag
 
-    return _finish(args, nuscenes_to_bag(args.dir, args.output, overwrite=args.force))
+    return _finish(args, nuscenes_to_bag(args.dir, args.output, overwrite=args.force,
+                                         compress=args.compress))
 
 
 def _from_semantickitti(args: argparse.Namespace) -> int:
     from fit3d_ros.logs.convert import semantickitti_to_bag
 
-    return _finish(args, semantickitti_to_bag(args.dir, args.output, overwrite=args.force))
+    return _finish(args, semantickitti_to_bag(args.dir, args.output, overwrite=args.force,
+                                              compress=args.compress))
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -26,7 +26,8 @@ from typing import Any
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
-from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import (CompressionFormat, CompressionMode, ReaderError, StoragePlugin,
+                             Writer, WriterError)
 
 
 
@@ -229,11 +230,13 @@ class BagWriter:
     ``storage`` defaults from the path: ``*.mcap`` → one mcap file, ``*.db3`` → one
     sqlite3 file, anything else → a rosbag2 directory with sqlite3 storage (pass
     ``storage="mcap"`` for an mcap directory). Refuses to replace an existing path unless
-    ``overwrite=True``.
+    ``overwrite=True``. ``compress=True`` zstd-compresses mcap chunks (self-describing,
+    any mcap reader decodes them) or, for sqlite3 directories, each message (recorded in
+    metadata.yaml; so not for a bare ``.db3`` file, which has no metadata.yaml).
     """
 
     def __init__(self, path: str | Path, storage: str | None = None, typestore: Any = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, compress: bool = False) -> None:
         self.path = Path(path)
         suffix = self.path.suffix
         self.single_file = suffix in (".mcap", ".db3")
@@ -243,6 +246,10 @@ class BagWriter:
             raise BagError(f"{self.path}: unknown storage {self.storage!r} (mcap|sqlite3)")
         if self.single_file and self.storage != inferred:
             raise BagError(f"{self.path}: suffix {suffix} contradicts storage={self.storage}")
+        if compress and self.storage == "sqlite3" and self.single_file:
+            raise BagError(f"{self.path}: a bare .db3 file cannot record compression; write "
+                           "a directory or .mcap")
+        self.compress = compress
         self.overwrite = overwrite
         self.typestore = typestore or default_typestore()
         self.counts: dict[str, int] = {}
@@ -261,6 +268,9 @@ class BagWriter:
         plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(self._tmp / name, version=Writer.VERSION_LATEST,
                               storage_plugin=plugin)
+        if self.compress:
+            mode = CompressionMode.STORAGE if self.storage == "mcap" else CompressionMode.MESSAGE
+            self._writer.set_compression(mode, CompressionFormat.ZSTD)
         try:
             self._writer.open()
         except BaseException:

@@ -81,7 +81,8 @@ def _stamped(tf: Transform, stamp: int) -> Transform:
 
 
 def rgbd_to_bag(root: str | Path, out: str | Path, fmt: str = "7scenes", every: int = 1,
-                storage: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+                storage: str | None = None, overwrite: bool = False,
+                compress: bool = False) -> dict[str, Any]:
     """7-Scenes / Redwood folder -> bag: rgb8 colour, 16UC1 depth (mm), both CameraInfos,
     ``map -> camera_depth_optical_frame`` poses on /tf, depth -> colour extrinsics on
     /tf_static. Frames without a valid pose get no /tf entry."""
@@ -90,7 +91,7 @@ def rgbd_to_bag(root: str | Path, out: str | Path, fmt: str = "7scenes", every: 
     src = open_rgbd_dir(root, fmt)
     files = src.files[::every]
     types = rosbags_types()
-    with BagWriter(out, storage=storage, overwrite=overwrite) as w:
+    with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
         o = _Out(w, types)
         for i, f in enumerate(files):
             frame = load_rgbd_file(src, f, reference="depth")
@@ -111,14 +112,14 @@ def rgbd_to_bag(root: str | Path, out: str | Path, fmt: str = "7scenes", every: 
 
 def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] | None = None,
                  hooks: Sequence[KittiHook] = (), storage: str | None = None,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, compress: bool = False) -> dict[str, Any]:
     """KITTI object folder -> bag: PointCloud2 (x, y, z, intensity) on /velodyne_points,
     rgb8 image 2 + CameraInfo (K = P2[:, :3]), static TF base_link -> velodyne ->
     camera_color_left_optical_frame. ``hooks`` add per-frame messages (e.g. box labels,
     added by a later issue)."""
     types = rosbags_types()
     n = 0
-    with BagWriter(out, storage=storage, overwrite=overwrite) as w:
+    with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
         o = _Out(w, types)
         last_calib: list[np.ndarray] | None = None
         for frame in read_kitti_object(root, frames):
@@ -141,7 +142,7 @@ def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] 
 
 
 def nuscenes_to_bag(root: str | Path, out: str | Path, storage: str | None = None,
-                    overwrite: bool = False) -> dict[str, Any]:
+                    overwrite: bool = False, compress: bool = False) -> dict[str, Any]:
     """nuScenes sample -> bag: six rgb8 cameras + CameraInfo (/cam_*/...), LIDAR_TOP
     PointCloud2 (x, y, z, intensity, ring) on /lidar_top/points, static TF base_link ->
     sensors, ``map -> base_link`` on /tf at the lidar and every camera stamp."""
@@ -153,7 +154,7 @@ def nuscenes_to_bag(root: str | Path, out: str | Path, storage: str | None = Non
     ego.update({sample.cameras[n].stamp: t for n, t in sample.T_map_base_cams.items()})
     events += [(stamp, 0, "TF") for stamp in ego]
     events.sort()
-    with BagWriter(out, storage=storage, overwrite=overwrite) as w:
+    with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
         o = _Out(w, types)
         first = events[0][0]
         o.tf([_stamped(sample.T_base_lidar, first)] +
@@ -173,11 +174,11 @@ def nuscenes_to_bag(root: str | Path, out: str | Path, storage: str | None = Non
 
 
 def semantickitti_to_bag(root: str | Path, out: str | Path, storage: str | None = None,
-                         overwrite: bool = False) -> dict[str, Any]:
+                         overwrite: bool = False, compress: bool = False) -> dict[str, Any]:
     """SemanticKITTI scans -> bag: PointCloud2 (x, y, z, label int32) on /velodyne_points."""
     types = rosbags_types()
     n = 0
-    with BagWriter(out, storage=storage, overwrite=overwrite) as w:
+    with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
         o = _Out(w, types)
         for cloud in read_semantickitti(root):
             w.write(SEMANTICKITTI_TOPIC, POINTCLOUD2, cloud.stamp,

@@ -128,3 +128,24 @@ def test_missing_bag_and_unknown_suffix(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(BagError, match="unknown bag format"):
         BagReader(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("name,storage", [("z.mcap", None), ("zdir", None), ("zmdir", "mcap")])
+def test_compressed_round_trip(tmp_path, name, storage):
+    out = tmp_path / name
+    _write(out, n=5, storage=storage, compress=True)
+    with BagReader(out) as bag:
+        msgs = list(bag.messages(["/cam/image"]))
+        assert len(msgs) == 5
+        for i, m in enumerate(msgs):
+            np.testing.assert_array_equal(image_to_numpy(m.msg), _pixels(i))
+    if name.endswith(".mcap"):
+        mcap_reader = pytest.importorskip("mcap.reader")
+        with open(out, "rb") as f:
+            chunks = mcap_reader.make_reader(f).get_summary().chunk_indexes
+            assert chunks and {c.compression for c in chunks} == {"zstd"}
+
+
+def test_compressed_bare_db3_refused(tmp_path):
+    with pytest.raises(BagError, match="cannot record compression"):
+        BagWriter(tmp_path / "x.db3", compress=True)

@@ -35,7 +35,7 @@ def test_from_rgbd_then_info_json_subprocess(shared_data, tmp_path):
     (["from-kitti", "kitti/object", "--frames", "1"],
      {"/velodyne_points": 1, "/camera/color/image_raw": 1, "/camera/color/camera_info": 1,
       "/tf_static": 1}),
-    (["from-semantickitti", "semantickitti"], {"/velodyne_points": 1}),
+    (["from-semantickitti", "semantickitti", "--compress"], {"/velodyne_points": 1}),
     (["from-nuscenes", "nuscenes"], None),
     (["from-rgbd", "rgbd/redwood", "--format", "redwood"], None),
 ])
