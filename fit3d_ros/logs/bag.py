@@ -15,6 +15,7 @@ temporary output is removed, so a failed conversion never leaves a partial bag.
 """
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import tempfile
@@ -296,15 +297,19 @@ class BagWriter:
         elif conn.msgtype != msgtype:
             raise BagError(f"{self.path}: topic {topic} message {index} has type {msgtype}, "
                            f"topic was opened with {conn.msgtype}")
-        if not isinstance(stamp_ns, (int,)) or stamp_ns < 0:
+        try:
+            log_time = operator.index(stamp_ns)  # int or numpy integer, never a float
+        except TypeError:
+            log_time = -1
+        if log_time < 0:
             raise BagError(f"{self.path}: topic {topic} message {index}: invalid log time "
-                           f"{stamp_ns!r} (non-negative int ns)")
+                           f"{stamp_ns!r} (need a non-negative int of ns)")
         try:
             data = self.typestore.serialize_cdr(msg, msgtype)
         except Exception as exc:  # noqa: BLE001 - any field mismatch is bad input
             raise BagError(f"{self.path}: topic {topic} message {index} ({msgtype}) does not "
                            f"serialise: {type(exc).__name__}: {exc}") from exc
-        self._writer.write(conn, int(stamp_ns), data)
+        self._writer.write(conn, log_time, data)
         self.counts[topic] = index + 1
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
@@ -323,12 +328,11 @@ class BagWriter:
         self._writer = None
         bagdir = self._tmp / (self.path.stem if self.single_file else self.path.name)
         source = bagdir / f"{bagdir.name}{self.path.suffix}" if self.single_file else bagdir
-        if self.path.exists():  # overwrite=True (checked on enter)
-            if self.path.is_dir() and not self.path.is_symlink():
-                shutil.rmtree(self.path)
-            else:
-                self.path.unlink()
-        os.replace(source, self.path)
+        if self.path.is_dir() and not self.path.is_symlink():  # overwrite=True, checked on enter
+            shutil.rmtree(self.path)  # a directory cannot be replaced in one rename
+        elif self.path.is_symlink() or (self.path.exists() and source.is_dir()):
+            self.path.unlink()
+        os.replace(source, self.path)  # atomic for a file over a file
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
 

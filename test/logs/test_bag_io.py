@@ -149,3 +149,24 @@ def test_compressed_round_trip(tmp_path, name, storage):
 def test_compressed_bare_db3_refused(tmp_path):
     with pytest.raises(BagError, match="cannot record compression"):
         BagWriter(tmp_path / "x.db3", compress=True)
+
+
+def test_log_time_must_be_a_non_negative_integer(tmp_path):
+    msg = numpy_to_image(_pixels(0), "rgb8", T0, "c", rosbags_types())
+    with BagWriter(tmp_path / "s.mcap") as w:
+        w.write("/x", IMAGE, np.int64(T0), msg)  # numpy integers are fine
+    for bad in (1.5e9, -1):
+        with pytest.raises(BagError, match=r"/x message 0: invalid log time"):
+            with BagWriter(tmp_path / "b.mcap") as w:
+                w.write("/x", IMAGE, bad, msg)
+    assert sorted(os.listdir(tmp_path)) == ["s.mcap"]
+
+
+def test_overwrite_replaces_directory_and_file_kinds(tmp_path):
+    out = tmp_path / "bag"
+    _write(out, n=2)                      # sqlite3 directory
+    _write(out, n=4, overwrite=True, storage="mcap")
+    assert bag_storage(out) == "mcap"
+    with BagReader(out) as bag:
+        assert bag.topics["/cam/image"].count == 4
+    assert sorted(os.listdir(tmp_path)) == ["bag"]
