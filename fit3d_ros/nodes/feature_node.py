@@ -23,7 +23,7 @@ from .common import NodeHealth, declare, has_subscribers, qos_from_name
 
 _DESCRIPTIONS = {
     "backbone": "ViT short name (dinov2_small, ...) or timm model name",
-    "mode": "original | finetuned | concat (FiT3D: original ‖ fine-tuned)",
+    "feature_mode": "original | finetuned | concat (FiT3D: original ‖ fine-tuned)",
     "weights": "local weights file of the original ViT ('' = hub / released)",
     "finetuned_weights": "local weights of the fine-tuned ViT ('' = FiT3D release)",
     "random_init": "seeded random ViT (no weights; demos and tests only)",
@@ -35,7 +35,7 @@ _DESCRIPTIONS = {
 
 
 def feature_config_from_params(node: Node) -> FeatureConfig:
-    """Declare one parameter per FeatureConfig field and build the config."""
+    """Declare one parameter per FeatureConfig field (`mode` as `feature_mode`)."""
     values = {}
     for f in fields(FeatureConfig):
         default = f.default
@@ -43,7 +43,8 @@ def feature_config_from_params(node: Node) -> FeatureConfig:
             default = 37 * 37
         if default is None:
             default = ""
-        values[f.name] = declare(node, f.name, default, _DESCRIPTIONS.get(f.name, ""))
+        param = "feature_mode" if f.name == "mode" else f.name
+        values[f.name] = declare(node, param, default, _DESCRIPTIONS.get(param, ""))
     values = {k: (None if v == "" and k in ("weights", "finetuned_weights") else v)
               for k, v in values.items()}
     values["token_budget"] = int(values["token_budget"]) or None
