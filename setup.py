@@ -65,12 +65,14 @@ setup(
         "cpu": ["spconv"],     # CPU build of spconv (pick cpu or cuda, not both)
         "viz": ["open3d-cpu"],
         "cuda": ["gsplat", "spconv-cu120"],
-        "test": ["pytest>=7", "pytest-timeout"],
+        "test": ["pytest>=7", "pytest-timeout", "mcap"],
     },
     zip_safe=False,
     entry_points={
         "console_scripts": [
             "fit3d-ros = fit3d_ros.cli.main:main",
+            "feature_node = fit3d_ros.nodes.feature_node:main",
+            "player = fit3d_ros.nodes.player:main",
         ],
     },
 )

@@ -20,7 +20,7 @@ from ..msgs import (camera_info_to_model, image_to_depth, image_to_rgb, pointclo
                     stamp_to_ns, tf_message_to_transforms)
 from ..sensors.camera import CameraModel
 from ..sensors.frames import PointCloud, RGBDFrame
-from ..sensors.tf_buffer import TransformBuffer, TransformError
+from ..sensors.tf_buffer import ExtrapolationException, TransformBuffer, TransformError
 from .bag import BagError, BagMessage, BagReader
 from .convert import POINTCLOUD2, RGBD_TOPICS, TF_MESSAGE
 from .sources import MAP
@@ -112,6 +112,8 @@ def _lookup(buffer: TransformBuffer, world: str, frame: str, stamp: int, m: BagM
             path: str | Path):
     try:
         return buffer.lookup(world, frame, stamp)
+    except ExtrapolationException:  # frame recorded without a pose (e.g. lost tracking)
+        return None
     except TransformError as exc:
         raise BagError(f"{path}: topic {m.topic} message {m.index}: no pose "
                        f"{world}<-{frame} at {stamp}: {exc}") from exc

@@ -176,7 +176,8 @@ def pointcloud2_to_cloud(msg, *, drop_nan: bool = True) -> PointCloud:
         cols["label"] = _decode_label(_native(view["label"]))
         used.add("label")
     if "feature" in counts:
-        cols["feature"] = _native(view["feature"]).astype(np.float32, copy=False).reshape(n, -1)
+        cols["feature"] = _native(view["feature"]).astype(np.float32, copy=False).reshape(
+            n, counts["feature"])
         used.add("feature")
     elif run is not None:
         cols["feature"] = np.stack([_native(view[r]) for r in run], axis=1).astype(np.float32)
@@ -219,7 +220,7 @@ def cloud_to_pointcloud2(cloud: PointCloud, types: MsgTypes, *, stamp_ns: int | 
         v = np.asarray(values)
         count = 1 if v.ndim == 1 else int(np.prod(v.shape[1:]))
         _datatype_of(name, v.dtype)
-        columns.append((name, v.dtype.newbyteorder("<"), count, v.reshape(n, -1) if count > 1
+        columns.append((name, v.dtype.newbyteorder("<"), count, v.reshape(n, count) if count > 1
                         else v.reshape(n), [name]))
     dtype = np.dtype([(name, dt, (count,)) if count > 1 else (name, dt)
                       for name, dt, count, _, _ in columns])

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+
+
 @dataclass
 class CameraModel:
     """Intrinsics ``K`` (3x3), image ``width``/``height`` and optional distortion ``D``."""
@@ -35,6 +38,9 @@ class CameraModel:
             self.P = np.hstack([self.K, np.zeros((3, 1))])
         self.P = np.asarray(self.P, dtype=np.float64).reshape(3, 4)
         self.width, self.height = int(self.width), int(self.height)
+        if self.distortion_model not in DISTORTION_MODELS:
+            raise ValueError(f"unsupported distortion model {self.distortion_model!r}; "
+                             f"supported: {DISTORTION_MODELS}")
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"camera size must be positive, got {self.width}x{self.height}")
         if not np.all(np.isfinite(self.K)) or self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
@@ -62,14 +68,23 @@ class CameraModel:
         return self.width, self.height
 
     def distort(self, xn: np.ndarray, yn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Apply plumb-bob distortion to normalised coordinates."""
+        """Distort normalised coordinates (OpenCV's plumb_bob / rational / fisheye models)."""
         if self.D is None:
             return xn, yn
-        d = np.zeros(5)
-        d[: min(5, self.D.size)] = self.D[:5]
-        k1, k2, t1, t2, k3 = d
+        d = np.zeros(8)
+        d[: min(8, self.D.size)] = self.D[:8]
         r2 = xn * xn + yn * yn
-        radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
+        if self.distortion_model == "equidistant":  # OpenCV fisheye: k1..k4 on theta
+            r = np.sqrt(r2)
+            theta = np.arctan(r)
+            t2 = theta * theta
+            theta_d = theta * (1 + d[0] * t2 + d[1] * t2 ** 2 + d[2] * t2 ** 3 + d[3] * t2 ** 4)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                s = np.where(r > 1e-12, theta_d / r, 1.0)
+            return xn * s, yn * s
+        k1, k2, t1, t2, k3, k4, k5, k6 = d
+        radial = (1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2) / (
+            1 + k4 * r2 + k5 * r2 * r2 + k6 * r2 * r2 * r2)
         xd = xn * radial + 2 * t1 * xn * yn + t2 * (r2 + 2 * xn * xn)
         yd = yn * radial + t1 * (r2 + 2 * yn * yn) + 2 * t2 * xn * yn
         return xd, yd

@@ -14,6 +14,11 @@ from .camera import CameraModel
 from .transforms import Transform
 
 
+def _width(value: np.ndarray) -> int:
+    """Columns of a per-point column that may have zero rows."""
+    return int(np.prod(value.shape[1:])) if value.ndim > 1 else 1
+
+
 @dataclass
 class RGBDFrame:
     """One camera frame: rgb and/or depth with its camera model and optional pose."""
@@ -65,8 +70,8 @@ class PointCloud:
                 value = value.reshape(-1)
             elif name == "rgb":
                 value = value.reshape(-1, 3)
-            else:
-                value = value.reshape(n, -1)
+            else:  # (N,C); explicit C so that empty clouds keep their width
+                value = value.reshape(n, -1) if n else value.reshape(0, _width(value))
             if len(value) != n:
                 raise ValueError(f"{name} has {len(value)} rows, cloud has {n} points")
             setattr(self, name, value.astype(dtype, copy=False))

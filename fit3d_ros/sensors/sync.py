@@ -92,9 +92,11 @@ class ApproximateTimeSynchronizer:
         """Subscriber-callback adapter: like `add`, but headerless messages are logged
         and dropped (message_filters' behaviour) instead of raising."""
         try:
-            self.add(input_index, msg)
+            stamp = self._stamp(input_index, msg)
         except ValueError as exc:
             _log.warning("dropping message: %s", exc)
+            return
+        self.add(input_index, msg, stamp)  # callback errors propagate to the caller
 
     def registerCallback(self, cb: Callable[..., Any]) -> None:  # noqa: N802 - ROS API name
         """message_filters-compatible: replace the output callback."""

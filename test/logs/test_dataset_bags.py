@@ -233,3 +233,25 @@ def test_nuscenes_reader_camera_poses(shared_data):
         assert frame.frame_id == f"{name.lower()}_optical_frame"
         np.testing.assert_allclose(np.linalg.inv(frame.pose.matrix) @ lidar_to_map,
                                    c["lidar2cam"], rtol=0, atol=1e-5)
+
+
+def test_rgbd_frame_without_pose_reads_back_with_pose_none(shared_data, tmp_path):
+    """A frame recorded without a pose (inf in the pose file) has no /tf; reading the bag
+    back keeps the frame with pose None instead of failing the whole read."""
+    import shutil
+
+    src = shared_data / "rgbd" / "7scenes"
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    shutil.copy(src / "camera-intrinsics.txt", scene)
+    for i in (0, 5, 10):
+        for kind in ("color.jpg", "depth.png", "pose.txt"):
+            shutil.copy(src / f"frame-{i:06d}.{kind}", scene)
+    (scene / "frame-000010.pose.txt").write_text("inf inf inf inf\n" * 4)
+    rgbd_to_bag(scene, tmp_path / "s.mcap", fmt="7scenes")
+    frames = read_rgbd_frames(tmp_path / "s.mcap")
+    assert len(frames) == 3
+    assert frames[0].pose is not None and frames[1].pose is not None
+    assert frames[2].pose is None
+    raw = np.loadtxt(src / "frame-000005.pose.txt")
+    np.testing.assert_allclose(frames[1].pose.matrix, raw, atol=2e-4)

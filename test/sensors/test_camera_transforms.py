@@ -112,3 +112,33 @@ def test_composition_and_inverse():
         b @ a
     with pytest.raises(ValueError):
         Transform(np.full((4, 4), np.nan))
+
+
+def test_rational_and_equidistant_distortion_by_hand():
+    K = np.array([[400.0, 0, 300], [0, 410.0, 200], [0, 0, 1]])
+    p = np.array([[0.3, -0.2, 1.5]])
+    x, y = 0.3 / 1.5, -0.2 / 1.5
+    r2 = x * x + y * y
+    d = [0.1, -0.05, 0.001, 0.002, 0.01, 0.02, -0.01, 0.003]
+    radial = (1 + d[0] * r2 + d[1] * r2**2 + d[4] * r2**3) / (1 + d[5] * r2 + d[6] * r2**2
+                                                               + d[7] * r2**3)
+    xd = x * radial + 2 * d[2] * x * y + d[3] * (r2 + 2 * x * x)
+    yd = y * radial + d[2] * (r2 + 2 * y * y) + 2 * d[3] * x * y
+    uv, _ = CameraModel(K, 640, 480, D=d, distortion_model="rational_polynomial").project(p)
+    np.testing.assert_allclose(uv[0], [400 * xd + 300, 410 * yd + 200], atol=1e-9)
+    k = [0.05, -0.01, 0.002, -0.001]
+    theta = np.arctan(np.sqrt(r2))
+    td = theta * (1 + k[0] * theta**2 + k[1] * theta**4 + k[2] * theta**6 + k[3] * theta**8)
+    scale = td / np.sqrt(r2)
+    uv, _ = CameraModel(K, 640, 480, D=k, distortion_model="equidistant").project(p)
+    np.testing.assert_allclose(uv[0], [400 * x * scale + 300, 410 * y * scale + 200], atol=1e-9)
+    with pytest.raises(ValueError, match="unsupported distortion model"):
+        CameraModel(K, 640, 480, D=k, distortion_model="kannala_brandt")
+
+
+def test_empty_cloud_keeps_column_widths():
+    from fit3d_ros.sensors import PointCloud
+
+    cloud = PointCloud(0, "v", np.full((2, 3), np.nan), feature=np.ones((2, 4)),
+                       label=[1, 2]).finite()
+    assert len(cloud) == 0 and cloud.feature.shape == (0, 4) and cloud.label.shape == (0,)

@@ -181,3 +181,15 @@ def test_make_ros_synchronizer_with_fallback_subscribers():
     assert isinstance(sync, ApproximateTimeSynchronizer)
     with pytest.raises(TypeError):
         make_ros_synchronizer([object()], 5, 0.05, out)
+
+
+def test_feed_propagates_callback_errors_but_drops_headerless():
+    def boom(*msgs):
+        raise ValueError("node bug")
+
+    sync = ApproximateTimeSynchronizer(2, 5, 0.1, boom)
+    stamped = SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0)))
+    sync.feed(SimpleNamespace(), 0)          # headerless: logged and dropped
+    sync.feed(stamped, 0)
+    with pytest.raises(ValueError, match="node bug"):
+        sync.feed(stamped, 1)
