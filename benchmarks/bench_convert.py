@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -23,7 +24,8 @@ from fit3d_ros.msgs import (cloud_to_pointcloud2, depth_to_image, image_to_depth
 from fit3d_ros.sensors import PointCloud
 
 N_POINTS = 100_000
-KITTI = Path(__file__).resolve().parents[2] / "shared/data/kitti/object/velodyne/000000.bin"
+DATA = Path(os.environ.get("FIT3D_ROS_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+KITTI = DATA / "kitti/object/velodyne/000000.bin"
 
 
 def _median_ms(fn: Callable[[], object], repeat: int) -> float:
