@@ -129,6 +129,10 @@ class TransformBuffer:
             self.set_transform(tf, static=static)
 
     # ---------------------------------------------------------------- reading
+    def static_transforms(self) -> list[Transform]:
+        """The static edges (parent <- child), e.g. to hand them to a tf2 buffer."""
+        return [e.samples[0] for e in self._edges.values() if e.static and e.samples]
+
     def frames(self) -> set[str]:
         """Every frame named as a parent or a child."""
         return set(self._edges) | {e.parent for e in self._edges.values()}

@@ -179,3 +179,14 @@ def test_from_yaml_file_quaternion_and_rpy(tmp_path):
 def test_from_yaml_errors(doc, match):
     with pytest.raises(ValueError, match=match):
         TransformBuffer.from_yaml(doc)
+
+
+def test_static_transforms_lists_only_static_edges():
+    buf = TransformBuffer()
+    buf.set_transform(Transform.from_quat_trans([0, 0, 0, 1], [1, 0, 0], parent_frame="base_link",
+                                                child_frame="velodyne"), static=True)
+    buf.set_transform(Transform.from_quat_trans([0, 0, 0, 1], [0, 2, 0], parent_frame="odom",
+                                                child_frame="base_link", stamp=5))
+    (only,) = buf.static_transforms()
+    assert (only.parent_frame, only.child_frame) == ("base_link", "velodyne")
+    np.testing.assert_array_equal(only.translation, [1, 0, 0])
