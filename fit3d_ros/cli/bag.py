@@ -58,9 +58,15 @@ def _from_rgbd(args: argparse.Namespace) -> int:
 def _from_kitti(args: argparse.Namespace) -> int:
     from fit3d_ros.logs.convert import kitti_to_bag
 
-    # hook point: per-frame writers (e.g. a later `--box-labels`) go into `hooks`
-    return _finish(args, kitti_to_bag(args.dir, args.output, frames=args.frames or None,
-                                      hooks=(), overwrite=args.force, compress=args.compress))
+    label_fn = None
+    if args.box_labels:  # per-point classes from label_2 boxes, class list in a sidecar
+        from fit3d_ros.training.box_labels import kitti_frame_box_labels as label_fn
+    summary = kitti_to_bag(args.dir, args.output, frames=args.frames or None, hooks=(),
+                           overwrite=args.force, compress=args.compress, label_fn=label_fn)
+    if args.box_labels:
+        from fit3d_ros.training.seg_classes import kitti_box_classes, write_sidecar
+        summary["classes"] = str(write_sidecar(args.output, kitti_box_classes()))
+    return _finish(args, summary)
 
 
 def _from_nuscenes(args: argparse.Namespace) -> int:
@@ -113,6 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("from-kitti", help="KITTI object folder -> bag")
     p.add_argument("dir", metavar="OBJECT_DIR")
     p.add_argument("--frames", nargs="+", metavar="ID", help="frame ids (default: all)")
+    p.add_argument("--box-labels", action="store_true", help="per-point `label` field from "
+                   "label_2 3D boxes (classes in OUT.classes.json)")
     _out_args(p)
     p.set_defaults(func=_guarded(_from_kitti))
 

@@ -14,6 +14,7 @@ temporary output: no partial bag is left behind.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +113,12 @@ def rgbd_to_bag(root: str | Path, out: str | Path, fmt: str = "7scenes", every: 
 
 def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] | None = None,
                  hooks: Sequence[KittiHook] = (), storage: str | None = None,
-                 overwrite: bool = False, compress: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, compress: bool = False,
+                 label_fn: Callable[[KittiFrame], np.ndarray] | None = None) -> dict[str, Any]:
     """KITTI object folder -> bag: PointCloud2 (x, y, z, intensity) on /velodyne_points,
     rgb8 image 2 + CameraInfo (K = P2[:, :3]), static TF base_link -> velodyne ->
-    camera_color_left_optical_frame. ``hooks`` add per-frame messages (e.g. box labels,
-    added by a later issue)."""
+    camera_color_left_optical_frame. ``hooks`` add per-frame messages; ``label_fn(frame)``
+    adds a per-point ``label`` field (e.g. `fit3d_ros.training.box_labels`)."""
     types = rosbags_types()
     n = 0
     with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
@@ -131,8 +133,10 @@ def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] 
                     np.array_equal(a, b) for a, b in zip(calib, last_calib)):
                 o.tf(statics, frame.stamp, static=True)
                 last_calib = calib
+            cloud = frame.cloud if label_fn is None else replace(frame.cloud,
+                                                                 label=label_fn(frame))
             w.write(KITTI_TOPICS["cloud"], POINTCLOUD2, frame.stamp,
-                    cloud_to_pointcloud2(frame.cloud, types))
+                    cloud_to_pointcloud2(cloud, types))
             o.camera(KITTI_TOPICS["image"], KITTI_TOPICS["info"], frame.camera,
                      frame.image.rgb, frame.stamp)
             for hook in hooks:
