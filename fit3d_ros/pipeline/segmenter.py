@@ -1,0 +1,141 @@
+"""Segmenter: point cloud (+ camera images) → per-point labels with a trained checkpoint.
+
+Design note: the runtime twin of `training.seg_eval.predict`, shared by the
+segmentation node and replay so both produce identical labels. It loads one checkpoint
+(`training.checkpoint`: U-Net config + weights + class map + preprocessing) and runs in
+the checkpoint's mode: DITR (2D features injected; needs cameras, points no camera sees
+get zero features as in training), or image-free (D-DITR-initialised or 3D-only
+networks; images ignored). 2D features come from a `FeatureExtractor` built from the
+checkpoint's backbone spec, or from a caller-supplied function so the composed node
+computes them once per image. Non-finite points are dropped before the network; the
+result refers to the kept points (`kept` mask over the input).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from fit3d_ros.sensors import CameraModel, PointCloud
+
+from .features import FeatureConfig, FeatureExtractor, FeatureResult
+from .latency import LatencyStats
+
+
+@dataclass
+class ViewInput:
+    """One camera image for a cloud: RGB, its camera and the camera-from-cloud transform."""
+
+    rgb: np.ndarray
+    camera: CameraModel
+    T_cam_cloud: np.ndarray          # 4x4, maps cloud-frame points into the camera frame
+    key: tuple = ()                  # identity for shared feature caches, e.g. (frame, stamp)
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray               # (M,) int32 class index (0..K-1)
+    confidence: np.ndarray           # (M,) float32 softmax probability of the label
+    kept: np.ndarray                 # (N,) bool: input points that were segmented
+    visible: np.ndarray | None       # (M,) bool: seen by a camera (DITR), else None
+    point_features: np.ndarray | None = None  # (M, C) last decoder features, if asked
+
+
+class Segmenter:
+    """Runs a segmentation checkpoint on clouds (no ROS)."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", view: str = "center",
+                 feature_fn: Callable[[ViewInput], FeatureResult] | None = None,
+                 extractor: FeatureExtractor | None = None) -> None:
+        from fit3d_ros.training.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+        self.ckpt = load_checkpoint(checkpoint, map_location=device)
+        if self.ckpt.kind != "segmentation":
+            raise ValueError(f"{checkpoint}: a {self.ckpt.kind} checkpoint has no "
+                             "segmentation head (fine-tune it with `fit3d-ros train-seg --init`)")
+        self.device = torch.device(device)
+        self.model = build_model_from_checkpoint(self.ckpt, self.device)
+        self.view = view
+        self.pre = self.ckpt.preprocessing
+        self.inject = bool(self.ckpt.model_config.inject_2d)
+        self.latency = LatencyStats()
+        self.extractor = extractor
+        self._feature_fn = feature_fn
+        if self.inject and feature_fn is None and extractor is None:
+            self.extractor = FeatureExtractor(self.feature_config(device))
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.ckpt.class_names
+
+    @property
+    def palette(self) -> np.ndarray:
+        return np.asarray(self.ckpt.palette, dtype=np.uint8).reshape(-1, 3)
+
+    def feature_config(self, device: str = "cpu") -> FeatureConfig:
+        """The 2D feature settings this checkpoint was trained with."""
+        if self.pre.backbone is None:
+            raise ValueError("this checkpoint has no 2D backbone (image-free model)")
+        return self.pre.backbone.feature_config(device)
+
+    def _features(self, view: ViewInput) -> FeatureResult:
+        if self._feature_fn is not None:
+            return self._feature_fn(view)
+        return self.extractor(view.rgb, view.camera)
+
+    def _input_features(self, cloud: PointCloud, xyz_c: np.ndarray) -> np.ndarray:
+        from fit3d_ros.training.seg_data import Sample, input_features
+
+        sample = Sample("runtime", cloud.xyz, intensity=cloud.intensity, rgb=cloud.rgb)
+        return input_features(sample, self.pre.input_features, xyz=xyz_c)
+
+    def _point_2d(self, xyz: np.ndarray, views: Sequence[ViewInput]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        from fit3d_ros.models import gather_point_features, project_points
+
+        dim = int(self.ckpt.model_config.feat_2d_dim)
+        if not views:
+            return torch.zeros(len(xyz), dim), torch.zeros(len(xyz), dtype=torch.bool)
+        with self.latency.time("backbone"):
+            results = [self._features(v) for v in views]
+        with self.latency.time("mapping"):
+            maps = [r.patch.float().cpu() for r in results]
+            if maps[0].shape[0] != dim:
+                raise ValueError(f"2D features have {maps[0].shape[0]} channels, the "
+                                 f"checkpoint expects {dim} ({self.pre.backbone})")
+            h, w = max(m.shape[1] for m in maps), max(m.shape[2] for m in maps)
+            stacked = torch.zeros(len(maps), dim, h, w)
+            for k, m in enumerate(maps):  # loop over cameras only (sizes may differ)
+                stacked[k, :, :m.shape[1], :m.shape[2]] = m
+            patch = results[0].input_size[0] // maps[0].shape[1]  # ViT patch size
+            proj = project_points(xyz, [r.camera for r in results],
+                                  [v.T_cam_cloud for v in views], patch)
+            return gather_point_features(proj, stacked, view=self.view, seed=0)
+
+    @torch.inference_mode()
+    def __call__(self, cloud: PointCloud, views: Sequence[ViewInput] = (),
+                 with_features: bool = False) -> SegmentationResult:
+        from fit3d_ros.training.seg_data import centered
+
+        kept = np.all(np.isfinite(cloud.xyz), axis=1)
+        cloud = cloud.select(kept) if not kept.all() else cloud
+        if len(cloud) == 0:
+            raise ValueError("empty point cloud (no finite points)")
+        xyz_c = centered(cloud.xyz)
+        with self.latency.time("preprocess"):
+            feats = torch.from_numpy(self._input_features(cloud, xyz_c)).to(self.device)
+        kw, visible = {}, None
+        if self.inject:
+            f2d, vis = self._point_2d(cloud.xyz, views)
+            kw = {"feat_2d": f2d.to(self.device), "visible_2d": vis.to(self.device)}
+            visible = vis.cpu().numpy()
+        with self.latency.time("unet"):
+            out = self.model(torch.from_numpy(xyz_c).to(self.device), feats, **kw)
+            prob = torch.softmax(out.logits.float(), dim=1)
+            conf, labels = prob.max(dim=1)
+        return SegmentationResult(
+            labels.cpu().numpy().astype(np.int32), conf.cpu().numpy().astype(np.float32),
+            kept, visible, out.features.cpu().numpy() if with_features else None)

@@ -1,0 +1,81 @@
+"""Segmenter equals the training-side predictor (`seg_eval.predict`) on real data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fit3d_ros.models import SpUNet, SpUNetConfig
+from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
+from fit3d_ros.sensors import PointCloud
+from fit3d_ros.training.checkpoint import Checkpoint, Preprocessing, save_checkpoint
+from fit3d_ros.training.point_features import BackboneSpec, PointFeatureSource
+from fit3d_ros.training.seg_classes import semantickitti_classes
+from fit3d_ros.training.seg_data import CameraView, Sample
+from fit3d_ros.training.seg_eval import predict
+
+
+def _checkpoint(path, inject: bool, features=("xyz", "intensity")) -> Checkpoint:
+    torch.manual_seed(0)
+    cfg = SpUNetConfig.tiny(in_channels=len(features) + 2 * ("intensity" in features),
+                            num_classes=19, inject_2d=inject, feat_2d_dim=48)
+    model = SpUNet(cfg)
+    spec = BackboneSpec(name="vit_tiny_test", random_init=True, token_budget=150,
+                        view="center") if inject else None
+    ck = Checkpoint("segmentation", cfg, model.state_dict(),
+                    Preprocessing(cfg.voxel_size, tuple(features), spec),
+                    semantickitti_classes())
+    save_checkpoint(path, ck)
+    return ck
+
+
+@pytest.fixture(scope="module")
+def kitti(shared_data):
+    from fit3d_ros.logs.datasets import read_kitti_object
+
+    frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
+    frame.cloud = frame.cloud.select(slice(0, None, 4))  # ~30k points keep the test quick
+    return frame
+
+
+def test_image_free_segmenter_matches_predict(kitti, tmp_path):
+    _checkpoint(tmp_path / "seg.ckpt", inject=False)
+    seg = Segmenter(tmp_path / "seg.ckpt")
+    cloud = kitti.cloud
+    xyz = cloud.xyz.copy()
+    xyz[:5] = np.nan                                  # dropped, and reported in `kept`
+    noisy = PointCloud(cloud.stamp, cloud.frame_id, xyz, intensity=cloud.intensity)
+    out = seg(noisy)
+    assert out.kept.sum() == len(xyz) - 5 and not out.kept[:5].any()
+    sample = Sample("s", xyz[5:], intensity=cloud.intensity[5:])
+    expected = predict(seg.model, sample, ("xyz", "intensity"), None, torch.device("cpu"))
+    np.testing.assert_array_equal(out.labels, expected)
+    assert out.confidence.shape == out.labels.shape
+    assert np.all((out.confidence > 0) & (out.confidence <= 1)) and out.visible is None
+
+
+def test_ditr_segmenter_matches_predict_and_uses_cameras(kitti, tmp_path):
+    ck = _checkpoint(tmp_path / "ditr.ckpt", inject=True)
+    seg = Segmenter(tmp_path / "ditr.ckpt")
+    T = kitti.T_cam_velo.matrix if hasattr(kitti.T_cam_velo, "matrix") else kitti.T_cam_velo
+    view = ViewInput(kitti.image.rgb, kitti.camera, T)
+    out = seg(kitti.cloud, [view])
+    sample = Sample("s", kitti.cloud.xyz, intensity=kitti.cloud.intensity,
+                    views=[CameraView(kitti.camera, kitti.image.rgb, T)])
+    source = PointFeatureSource(ck.preprocessing.backbone)
+    expected = predict(seg.model, sample, ("xyz", "intensity"), source, torch.device("cpu"))
+    np.testing.assert_array_equal(out.labels, expected)
+    # KITTI's front camera sees a minority of the 360° scan
+    assert 0.05 < out.visible.mean() < 0.5
+    # without the camera the injected features are zero and predictions change
+    blind = seg(kitti.cloud, [])
+    assert not blind.visible.any() and (blind.labels != out.labels).any()
+
+
+def test_segmenter_rejects_bad_checkpoints(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a loadable checkpoint"):
+        Segmenter(bad)
+    with pytest.raises(FileNotFoundError):
+        Segmenter(tmp_path / "missing.ckpt")
