@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fit3d_ros.cli.main import main as cli
-from fit3d_ros.logs.convert import nuscenes_to_bag, rgbd_to_bag
+from fit3d_ros.logs.convert import nuscenes_to_bag, rgbd_to_bag, semantickitti_to_bag
 from fit3d_ros.logs.datasets import open_rgbd_dir
 from fit3d_ros.logs.lidar_datasets import read_kitti_object, read_nuscenes
 from fit3d_ros.training.augment import AugmentConfig, augment_points, random_transform
@@ -62,6 +62,18 @@ def test_original_semantickitti_layout(shared_data, tmp_path):
     raw[:5].astype("<u4").tofile(tmp_path / "labels" / "000700.label")
     with pytest.raises(ValueError, match="5 labels for"):
         load_dataset(tmp_path)
+
+
+def test_semantickitti_bag_needs_a_class_map(shared_data, tmp_path):
+    out = tmp_path / "sk.mcap"
+    semantickitti_to_bag(shared_data / "semantickitti", out)
+    with pytest.raises(ValueError, match="pass --classes"):
+        load_dataset(out)
+    bag = load_dataset(out, LoadOptions(classes="semantickitti"))
+    folder = load_dataset(shared_data / "semantickitti")
+    assert bag.labelled and not bag.has_cameras
+    assert np.array_equal(bag.samples[0].labels, folder.samples[0].labels)
+    assert np.array_equal(bag.samples[0].xyz, folder.samples[0].xyz)
 
 
 def test_class_map_errors_and_sidecar(tmp_path):
