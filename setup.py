@@ -72,6 +72,7 @@ setup(
         "console_scripts": [
             "fit3d-ros = fit3d_ros.cli.main:main",
             "feature_node = fit3d_ros.nodes.feature_node:main",
+            "segmentation_node = fit3d_ros.nodes.segmentation_node:main",
             "player = fit3d_ros.nodes.player:main",
         ],
     },

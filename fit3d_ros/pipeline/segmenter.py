@@ -111,7 +111,10 @@ class Segmenter:
             for k, m in enumerate(maps):  # loop over cameras only (sizes may differ)
                 stacked[k, :, :m.shape[1], :m.shape[2]] = m
             patch = results[0].input_size[0] // maps[0].shape[1]  # ViT patch size
-            proj = project_points(xyz, [r.camera for r in results],
+            cams = [r.camera if r.camera is not None else
+                    v.camera.scaled(r.input_size[1], r.input_size[0])
+                    for r, v in zip(results, views)]
+            proj = project_points(xyz, cams,
                                   [v.T_cam_cloud for v in views], patch)
             return gather_point_features(proj, stacked, view=self.view, seed=0)
 
@@ -139,3 +142,16 @@ class Segmenter:
         return SegmentationResult(
             labels.cpu().numpy().astype(np.int32), conf.cpu().numpy().astype(np.float32),
             kept, visible, out.features.cpu().numpy() if with_features else None)
+
+
+def labelled_cloud(cloud: PointCloud, result: SegmentationResult, palette: np.ndarray
+                   ) -> PointCloud:
+    """The segmented points with `label`, `confidence` and palette `rgb` (for RViz)."""
+    kept = cloud.select(result.kept) if not result.kept.all() else cloud
+    pal = palette if len(palette) else np.zeros((1, 3), np.uint8)
+    rgb = pal[np.clip(result.labels, 0, len(pal) - 1)]
+    extra = {"confidence": result.confidence}
+    feature = result.point_features
+    return PointCloud(kept.stamp, kept.frame_id, kept.xyz, rgb=rgb, label=result.labels,
+                      feature=feature, extra=extra)
+

@@ -1,0 +1,211 @@
+"""`segmentation_node`: PointCloud2 / depth + cameras → ``~/segmentation`` (labelled cloud).
+
+Design note: modes follow the checkpoint and the `mode` parameter: ``ditr`` (LiDAR cloud
++ cameras, approximate-time synchronised; features injected), ``image_free`` (cloud only:
+D-DITR-initialised or 3D-only checkpoints) and ``rgbd`` (the depth image back-projected
+in its camera, with that camera's colour image). CameraInfo is cached per camera, not
+synchronised. Extrinsics come from tf2 at the cloud's stamp (or the static YAML); a
+camera without CameraInfo or transform is left out of that frame with a throttled
+warning, and every dropped input is counted on ``/diagnostics``. Work happens on one
+latest-wins worker and only while someone subscribes.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+
+from fit3d_ros.msgs import (ConversionError, camera_info_to_model, cloud_to_pointcloud2,
+                            image_to_depth, image_to_rgb, pointcloud2_to_cloud, rclpy_types,
+                            stamp_to_ns)
+from fit3d_ros.pipeline import LatestWinsWorker
+from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput, labelled_cloud
+from fit3d_ros.sensors import CameraModel, PointCloud
+from fit3d_ros.sensors.sync import make_ros_synchronizer, make_subscriber
+from fit3d_ros.sensors.tf_buffer import TransformError
+
+from .common import NodeHealth, declare, has_subscribers, qos_from_name
+from .extrinsics import Extrinsics
+
+MODES = ("ditr", "image_free", "rgbd")
+
+
+@dataclass
+class Frame:
+    """One synchronised input: header of the cloud (or depth) and the raw messages."""
+
+    cloud_msg: Any
+    image_msgs: list[Any]
+
+
+class SegmentationNode(Node):
+    """Segments each (synchronised) cloud with a trained checkpoint."""
+
+    def __init__(self, segmenter: Segmenter | None = None, **kwargs) -> None:
+        super().__init__("segmentation_node", **kwargs)
+        p = lambda name, default, text: declare(self, name, default, text)  # noqa: E731
+        self.checkpoint = p("checkpoint", "", "segmentation checkpoint (fit3d-ros train-seg)")
+        self.mode = p("mode", "ditr", "ditr | image_free | rgbd")
+        device = p("device", "cpu", "torch device")
+        view = p("view", "center", "camera choice for multi-view points: center|first|random")
+        self.cameras = list(p("cameras", ["camera"], "camera names: NAME/image_raw + "
+                              "NAME/camera_info"))
+        cloud_topic = p("cloud_topic", "points", "LiDAR PointCloud2 topic")
+        depth_topic = p("depth_topic", "depth/image_raw", "depth Image topic (rgbd)")
+        depth_info = p("depth_info_topic", "depth/camera_info", "depth CameraInfo (rgbd)")
+        rgbd_image = p("rgbd_image_topic", "color/image_raw", "colour Image registered to "
+                       "the depth camera (rgbd)")
+        slop = p("sync_slop_s", 0.1, "approximate-time sync slop (s)")
+        queue = p("sync_queue_size", 10, "sync queue per input")
+        rate = p("rate_limit_hz", 0.0, "max output rate (0 = no limit)")
+        self.min_period = 1.0 / rate if rate > 0 else 0.0
+        self.with_features = p("publish_point_features", False, "publish ~/point_features")
+        extrinsics_file = p("extrinsics_file", "", "YAML static transforms (no tf2)")
+        tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)")
+        qos = qos_from_name(p("qos", "sensor_data", "input QoS: sensor_data | reliable"))
+        throttle = p("throttle_s", 5.0, "warning period (s)")
+        if self.mode not in MODES:
+            raise ValueError(f"parameter mode must be one of {MODES}, got {self.mode!r}")
+        if not self.checkpoint and segmenter is None:
+            raise ValueError("parameter checkpoint is required (a SEG.ckpt from "
+                             "`fit3d-ros train-seg`)")
+        self.segmenter = segmenter or Segmenter(self.checkpoint, device=device, view=view)
+        if self.mode == "ditr" and not self.segmenter.inject:
+            self.get_logger().info("checkpoint has no 2D injection: images are not used")
+        self.health = NodeHealth(self, throttle)
+        self.extrinsics = Extrinsics(self, extrinsics_file, tf_timeout)
+        self.types = rclpy_types()
+        self.infos: dict[str, CameraModel] = {}
+        self._last_out = 0.0
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+        self.pub = self.create_publisher(PointCloud2, "~/segmentation", 5)
+        self.pub_feat = self.create_publisher(PointCloud2, "~/point_features", 5)
+        self.worker = LatestWinsWorker(self._process, on_error=self._on_error)
+        self.health.watch_worker("segmentation", self.worker.counters)
+        use_images = self.mode == "rgbd" or (self.mode == "ditr" and self.segmenter.inject)
+        cams = (["rgbd"] if self.mode == "rgbd" else self.cameras) if use_images else []
+        for name in cams:
+            topic = depth_info if name == "rgbd" else f"{name}/camera_info"
+            self.create_subscription(CameraInfo, topic,
+                                     lambda m, n=name: self._on_info(n, m), qos)
+        first = (make_subscriber(self, Image, depth_topic, qos) if self.mode == "rgbd"
+                 else make_subscriber(self, PointCloud2, cloud_topic, qos))
+        images = [make_subscriber(self, Image, rgbd_image if n == "rgbd" else f"{n}/image_raw",
+                                  qos) for n in cams]
+        self.camera_names = cams
+        if images:
+            self._sync = make_ros_synchronizer([first, *images], queue, slop, self._on_synced)
+        else:
+            first.registerCallback(lambda m: self._on_synced(m))
+        self.get_logger().info(f"segmentation_node ready: mode {self.mode}, "
+                               f"{len(self.segmenter.class_names)} classes, cameras {cams}")
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_info(self, name: str, msg) -> None:
+        try:
+            self.infos[name] = camera_info_to_model(msg)
+        except (ConversionError, ValueError) as exc:
+            self.health.warn("bad_camera_info", f"camera {name}: bad CameraInfo: {exc}")
+
+    def _on_synced(self, cloud_msg, *image_msgs) -> None:
+        self.health.count("frames_in")
+        if not has_subscribers(self.pub, self.pub_feat):
+            self.health.count("skipped_no_subscribers")
+            return
+        now = time.monotonic()
+        if now - self._last_out < self.min_period:
+            self.health.count("skipped_rate_limit")
+            return
+        self._last_out = now
+        self.worker.submit(Frame(cloud_msg, list(image_msgs)))
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.health.warn("processing_error", f"segmentation failed: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ processing
+    def _cloud(self, frame: Frame) -> PointCloud | None:
+        try:
+            if self.mode != "rgbd":
+                return pointcloud2_to_cloud(frame.cloud_msg)
+            cam = self.infos.get("rgbd")
+            if cam is None:
+                self.health.warn("missing_camera_info", "no depth CameraInfo yet")
+                return None
+            depth = image_to_depth(frame.cloud_msg)
+            if depth.shape != (cam.height, cam.width):
+                raise ConversionError(f"depth {depth.shape} does not match CameraInfo "
+                                      f"{cam.width}x{cam.height}")
+            xyz, _ = cam.backproject(depth)
+            stamp, frame_id = stamp_to_ns(frame.cloud_msg.header.stamp), frame.cloud_msg.header.frame_id
+            return PointCloud(stamp, frame_id, xyz)
+        except (ConversionError, ValueError) as exc:
+            self.health.warn("bad_cloud", f"dropping input: {exc}")
+            return None
+
+    def _views(self, cloud: PointCloud, image_msgs: list) -> list[ViewInput]:
+        views = []
+        for name, msg in zip(self.camera_names, image_msgs):
+            cam = self.infos.get(name)
+            if cam is None:
+                self.health.warn("missing_camera_info", f"camera {name}: no CameraInfo yet; "
+                                 "segmenting without it")
+                continue
+            try:
+                rgb = image_to_rgb(msg)
+                if rgb.shape[:2] != (cam.height, cam.width):
+                    raise ConversionError(f"image {rgb.shape[1]}x{rgb.shape[0]} does not match "
+                                          f"CameraInfo {cam.width}x{cam.height}")
+                frame_id = msg.header.frame_id or cam.frame_id
+                T = self.extrinsics.lookup(frame_id, cloud.frame_id, cloud.stamp)
+            except ConversionError as exc:
+                self.health.warn("bad_image", f"camera {name}: {exc}")
+                continue
+            except TransformError as exc:
+                self.health.warn("missing_transform", f"camera {name}: no transform "
+                                 f"{msg.header.frame_id} <- {cloud.frame_id}: {exc}")
+                continue
+            views.append(ViewInput(rgb, cam, T.matrix,
+                                   key=(msg.header.frame_id, stamp_to_ns(msg.header.stamp))))
+        return views
+
+    def _process(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        with self.health.latency.time("decode"):
+            cloud = self._cloud(frame)
+        if cloud is None:
+            return
+        finite = cloud.finite()
+        if len(finite) == 0:
+            self.health.warn("empty_cloud", f"cloud on {cloud.frame_id} has no finite points")
+            return
+        with self.health.latency.time("views"):
+            views = self._views(finite, frame.image_msgs)
+        with self.health.latency.time("segment"):
+            result = self.segmenter(finite, views, with_features=self.with_features)
+        with self.health.latency.time("publish"):
+            out = labelled_cloud(finite, result, self.segmenter.palette)
+            feats, out.feature = out.feature, None
+            self.pub.publish(cloud_to_pointcloud2(out, self.types))
+            if feats is not None and self.pub_feat.get_subscription_count():
+                self.pub_feat.publish(cloud_to_pointcloud2(
+                    PointCloud(out.stamp, out.frame_id, out.xyz, feature=feats), self.types))
+        self.health.count("clouds_out")
+        stages = {**self.health.latency.last(), **{f"model.{k}": v for k, v in
+                                                   self.segmenter.latency.last().items()}}
+        stages["total"] = (time.perf_counter() - t0) * 1e3
+        self.health.publish_latency(stages)
+
+
+def main(args: list[str] | None = None) -> int:
+    from .feature_node import run_node
+
+    return run_node(SegmentationNode, args if args is not None else sys.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""segmentation_node as a real process: a played KITTI bag in, a labelled cloud out."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (ros extra)")
+
+from fit3d_ros.logs.convert import KITTI_TOPICS, kitti_to_bag  # noqa: E402
+from fit3d_ros.logs.datasets import read_kitti_object  # noqa: E402
+from fit3d_ros.msgs import (cloud_to_pointcloud2, numpy_to_image, pointcloud2_to_cloud,  # noqa: E402
+                            pointcloud2_to_numpy, rclpy_types)
+from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput  # noqa: E402
+from fit3d_ros.sensors import PointCloud  # noqa: E402
+
+from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
+from .rosutil import ros_context, spin_until, start, stop  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def _node_args(ckpt, extr) -> list[str]:
+    return ["-m", "fit3d_ros.nodes.segmentation_node", "--ros-args",
+            "-p", f"checkpoint:={ckpt}", "-p", "mode:=ditr", "-p", "cameras:=['/camera/color']",
+            "-p", f"cloud_topic:={KITTI_TOPICS['cloud']}", "-p", f"extrinsics_file:={extr}",
+            "-p", "qos:=reliable", "-p", "throttle_s:=0.2", "-p", "sync_slop_s:=0.05"]
+
+
+@pytest.fixture(scope="module")
+def kitti_setup(shared_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("seg_node")
+    bag = tmp / "kitti.mcap"
+    kitti_to_bag(shared_data / "kitti" / "object", bag, frames=["000000"])
+    return bag, tiny_checkpoint(tmp / "ditr.ckpt"), extrinsics_yaml(bag, tmp / "extr.yaml")
+
+
+def test_segmentation_node_labels_played_kitti_bag(shared_data, kitti_setup, ros_env):
+    from sensor_msgs.msg import PointCloud2
+
+    bag, ckpt, extr = kitti_setup
+    node_proc = start(_node_args(ckpt, extr), ros_env)
+    player = start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "2",
+                    "--duration", "120"], ros_env)
+    got: list = []
+    try:
+        with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
+            probe = rclpy.create_node("probe", context=ctx)
+            probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
+                                      got.append, 10)
+            ok = spin_until(ctx, probe, lambda: bool(got), 150, node_proc)
+    finally:
+        log = stop(node_proc) + stop(player)
+    assert ok, log[-3000:]
+    msg = got[0]
+    fields = {f.name for f in msg.fields}
+    assert {"x", "y", "z", "label", "confidence", "rgb"} <= fields
+    frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
+    assert msg.header.frame_id == frame.cloud.frame_id
+    assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == frame.cloud.stamp
+    out = pointcloud2_to_cloud(msg)
+    np.testing.assert_array_equal(out.xyz, frame.cloud.xyz)      # every (finite) point
+    assert out.label.min() >= 0 and out.label.max() < 19
+    # the node's labels equal the pipeline's on the same inputs (same checkpoint)
+    seg = Segmenter(ckpt)
+    T = frame.T_cam_velo.matrix
+    direct = seg(frame.cloud, [ViewInput(frame.image.rgb, frame.camera, T)])
+    assert np.mean(direct.labels == out.label) > 0.99
+    conf = pointcloud2_to_numpy(msg)["confidence"]
+    np.testing.assert_allclose(conf, direct.confidence, atol=1e-4)
+
+
+def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image, PointCloud2
+
+    bag, ckpt, extr = kitti_setup
+    frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
+    types = rclpy_types()
+    proc = start(_node_args(ckpt, extr), ros_env)
+    got: dict[str, list] = {"seg": [], "diag": []}
+    stamp = frame.cloud.stamp
+    small = frame.cloud.select(slice(0, None, 20))
+    nan_cloud = PointCloud(stamp, small.frame_id, np.full((50, 3), np.nan, np.float32),
+                           intensity=np.zeros(50))
+    img = numpy_to_image(frame.image.rgb, "rgb8", stamp, frame.image.frame_id, types)
+    wrong_size = numpy_to_image(frame.image.rgb[:100], "rgb8", stamp, frame.image.frame_id,
+                                types)
+
+    def counts() -> dict[str, int]:
+        best: dict[str, int] = {}
+        for arr in got["diag"]:
+            for st in arr.status:
+                if "segmentation_node" in st.name:
+                    for v in st.values:
+                        if v.value.isdigit():
+                            best[v.key] = max(best.get(v.key, 0), int(v.value))
+        return best
+
+    try:
+        with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
+            probe = rclpy.create_node("probe", context=ctx)
+            pc_pub = probe.create_publisher(PointCloud2, KITTI_TOPICS["cloud"], 10)
+            im_pub = probe.create_publisher(Image, KITTI_TOPICS["image"], 10)
+            probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
+                                      got["seg"].append, 10)
+            probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
+            step = {"i": 0}
+
+            def send() -> bool:
+                # no CameraInfo is ever sent: the camera is skipped, clouds still segmented
+                step["i"] += 1
+                s = stamp + step["i"] * 10**8
+                bad = [nan_cloud, small]
+                cloud = bad[step["i"] % 2]
+                cloud.stamp = s
+                pc_pub.publish(cloud_to_pointcloud2(cloud, types))
+                im = wrong_size if step["i"] % 3 == 0 else img
+                im.header.stamp.sec, im.header.stamp.nanosec = divmod(s, 10**9)
+                im_pub.publish(im)
+                time.sleep(0.1)
+                c = counts()
+                return (bool(got["seg"]) and c.get("empty_cloud", 0) >= 1
+                        and c.get("missing_camera_info", 0) >= 1)
+
+            ok = spin_until(ctx, probe, send, 120, proc)
+            alive = proc.poll() is None
+    finally:
+        log = stop(proc)
+    assert ok, (counts(), log[-3000:])
+    assert alive, log[-3000:]
+    assert len(pointcloud2_to_cloud(got["seg"][-1])) == len(small)
+
+
+def test_segmentation_node_needs_a_valid_checkpoint(ros_env, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"junk")
+    proc = start(["-m", "fit3d_ros.nodes.segmentation_node", "--ros-args",
+                  "-p", f"checkpoint:={bad}"], ros_env)
+    proc.wait(120)
+    log = stop(proc)
+    assert proc.returncode == 1 and "start-up failed" in log and "checkpoint" in log
