@@ -73,6 +73,7 @@ setup(
             "fit3d-ros = fit3d_ros.cli.main:main",
             "feature_node = fit3d_ros.nodes.feature_node:main",
             "segmentation_node = fit3d_ros.nodes.segmentation_node:main",
+            "perception = fit3d_ros.nodes.perception:main",
             "player = fit3d_ros.nodes.player:main",
         ],
     },

@@ -75,6 +75,7 @@ class NodeHealth:
         except ImportError:  # diagnostic_msgs absent: counters stay on ~/latency_ms only
             node.get_logger().info("diagnostic_msgs not importable; /diagnostics disabled")
         self._timer = node.create_timer(diagnostics_period_s, self.publish_diagnostics)
+        self.extra_stats: Callable[[], dict[str, Any]] | None = None  # more diagnostics
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -105,6 +106,8 @@ class NodeHealth:
                 self.last_error = c.last_error
         for stage, s in self.latency.summary().items():
             snap[f"latency_ms.{stage}.p50"] = round(s["p50"], 3)
+        if self.extra_stats is not None:
+            snap.update(self.extra_stats())
         snap["last_error"] = self.last_error
         return snap
 

@@ -18,6 +18,7 @@ from rclpy.node import Node
 from fit3d_ros.msgs import ConversionError, image_to_rgb, numpy_to_image, rclpy_types, stamp_to_ns
 from fit3d_ros.pipeline import LatestWinsWorker
 from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor, PCAPreview
+from fit3d_ros.pipeline.shared import SharedResults
 
 from .common import NodeHealth, declare, has_subscribers, qos_from_name
 
@@ -54,9 +55,11 @@ def feature_config_from_params(node: Node) -> FeatureConfig:
 class FeatureNode(Node):
     """Publishes dense ViT features for each incoming image."""
 
-    def __init__(self, extractor: FeatureExtractor | None = None, **kwargs) -> None:
+    def __init__(self, extractor: FeatureExtractor | None = None,
+                 shared: SharedResults | None = None, **kwargs) -> None:
         super().__init__("feature_node", **kwargs)
         self.cfg = feature_config_from_params(self)
+        self.shared = shared  # composed executable: one backbone pass per image
         qos = qos_from_name(declare(self, "qos", "sensor_data",
                                     "input QoS: sensor_data | reliable"))
         self.publish_pca = declare(self, "publish_pca", True, "publish ~/features_pca")
@@ -94,7 +97,10 @@ class FeatureNode(Node):
         header, rgb = item
         stamp, frame = stamp_to_ns(header.stamp), header.frame_id
         with self.health.latency.time("backbone"):
-            result = self.extractor(rgb)
+            if self.shared is None:
+                result = self.extractor(rgb)
+            else:
+                result = self.shared.get((frame, stamp), lambda: self.extractor(rgb))
         with self.health.latency.time("publish"):
             if self.pub_features.get_subscription_count():
                 feats = result.patch.permute(1, 2, 0).contiguous().numpy().astype(np.float32)

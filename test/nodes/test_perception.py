@@ -1,0 +1,68 @@
+"""The composed `perception` executable: both outputs, one backbone pass per image."""
+from __future__ import annotations
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (ros extra)")
+
+from fit3d_ros.logs.convert import KITTI_TOPICS, kitti_to_bag  # noqa: E402
+
+from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
+from .rosutil import ros_context, spin_until, start, stop  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def test_composed_runs_backbone_once_per_image(shared_data, tmp_path, ros_env):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image, PointCloud2
+
+    bag = tmp_path / "kitti.mcap"
+    kitti_to_bag(shared_data / "kitti" / "object", bag, frames=["000000", "000001"])
+    ckpt = tiny_checkpoint(tmp_path / "ditr.ckpt")
+    extr = extrinsics_yaml(bag, tmp_path / "extr.yaml")
+    proc = start(["-m", "fit3d_ros.nodes.perception", "--ros-args",
+                  "-p", f"checkpoint:={ckpt}", "-p", "cameras:=['/camera/color']",
+                  "-p", f"cloud_topic:={KITTI_TOPICS['cloud']}", "-p", f"extrinsics_file:={extr}",
+                  "-p", "qos:=reliable", "-r", f"image:={KITTI_TOPICS['image']}"], ros_env)
+    player = start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "2",
+                    "--duration", "120"], ros_env)
+    got: dict[str, list] = {"seg": [], "feat": [], "diag": []}
+
+    def stats() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for arr in got["diag"]:
+            for st in arr.status:
+                for v in st.values:
+                    if v.value.isdigit():
+                        out[f"{st.name}:{v.key}"] = int(v.value)
+        return out
+
+    def done() -> bool:
+        s = stats()
+        feats = [v for k, v in s.items() if k.endswith("feature_node:features_out")]
+        clouds = [v for k, v in s.items() if k.endswith("segmentation_node:clouds_out")]
+        return bool(got["seg"] and got["feat"] and feats and clouds and feats[0] >= 2
+                    and clouds[0] >= 2)
+
+    try:
+        with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
+            probe = rclpy.create_node("probe", context=ctx)
+            probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
+                                      got["seg"].append, 10)
+            probe.create_subscription(Image, "/feature_node/features", got["feat"].append, 10)
+            probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 50)
+            ok = spin_until(ctx, probe, done, 150, proc)
+            spin_until(ctx, probe, lambda: False, 1.5, proc)   # one more diagnostics tick
+    finally:
+        log = stop(proc) + stop(player)
+    assert ok, (stats(), log[-3000:])
+    s = stats()
+    calls = max(v for k, v in s.items() if k.endswith(":backbone_calls"))
+    computed = max(v for k, v in s.items() if k.endswith(":shared.computed"))
+    reused = max(v for k, v in s.items() if k.endswith(":shared.reused"))
+    uses = (max(v for k, v in s.items() if k.endswith("feature_node:features_out"))
+            + max(v for k, v in s.items() if k.endswith("segmentation_node:clouds_out")))
+    assert calls == computed            # every backbone pass went through the shared cache
+    assert reused >= 1 and calls < uses  # and at least one image served both nodes
+    assert got["feat"][-1].encoding == "32FC48"
