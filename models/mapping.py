@@ -170,11 +170,9 @@ def gather_point_features(projection: Projection, feature_maps: torch.Tensor | n
                          "(CameraModel.scaled)")
     chosen = projection.choose_view(view, seed)
     seen = chosen >= 0
-    rows = np.arange(projection.num_points)[seen]
-    cell = projection.patch[rows, chosen[seen]]                       # (M, 2) col,row
-    flat = chosen[seen] * (h * w) + cell[:, 1] * w + cell[:, 0]
-    table = maps.permute(0, 2, 3, 1).reshape(k * h * w, c)
-    out = maps.new_zeros((projection.num_points, c))
-    index = torch.as_tensor(flat, device=maps.device)
-    out[torch.as_tensor(rows, device=maps.device)] = table[index]
+    cell = projection.patch[np.arange(projection.num_points), np.maximum(chosen, 0)]  # col,row
+    # one row per point; unseen points index an appended all-zero row (single pass)
+    flat = np.where(seen, chosen * (h * w) + cell[:, 1] * w + cell[:, 0], k * h * w)
+    table = torch.cat([maps.permute(0, 2, 3, 1).reshape(k * h * w, c), maps.new_zeros((1, c))])
+    out = torch.index_select(table, 0, torch.as_tensor(flat, device=maps.device))
     return out, torch.as_tensor(seen, device=maps.device)
