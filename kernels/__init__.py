@@ -1,1 +1,20 @@
-"""fit3d_ros.kernels"""
+"""fit3d_ros.kernels: differentiable rasterization of colour + feature Gaussians.
+
+`rasterize_gaussians` renders RGB, D-channel features (F_low), alpha and depth from
+one camera with a pure-torch reference, a C++ CPU kernel or gsplat on CUDA.
+"""
+from .api import RasterOutput, rasterize_gaussians, resolve_backend
+from .cpu import KernelBuildError, extension_available, load_extension
+from .projection import project_gaussians, quat_to_rotmat, sh_to_rgb
+
+__all__ = [
+    "KernelBuildError",
+    "RasterOutput",
+    "extension_available",
+    "load_extension",
+    "project_gaussians",
+    "quat_to_rotmat",
+    "rasterize_gaussians",
+    "resolve_backend",
+    "sh_to_rgb",
+]

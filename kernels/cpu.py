@@ -1,0 +1,126 @@
+"""The C++ CPU compositor: JIT build (cached per machine) and its autograd.Function.
+
+Design note: the extension in csrc/raster_cpu.cpp is compiled on first use with
+torch.utils.cpp_extension.load (ninja + the C++ compiler torch is configured with,
+`-O3 -march=native -fopenmp`) into a user cache directory keyed by torch version, Python
+version and CPU flags, so later imports, processes and test runs reuse the build. The
+build is needed only by the `cpu` backend; when the compiler or ninja is missing,
+`load_extension` raises `KernelBuildError` naming the missing tool. Floating-point
+contraction is disabled so the kernel evaluates alpha with the same float operations as
+the torch reference and both make the same skip/stop decisions.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+_CSRC = Path(__file__).resolve().parent / "csrc" / "raster_cpu.cpp"
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
+_LOCK = threading.Lock()
+_EXT: ModuleType | None = None
+
+
+class KernelBuildError(RuntimeError):
+    """The CPU rasterizer extension could not be built (missing compiler, ninja, ...)."""
+
+
+def cache_dir() -> Path:
+    """Build directory: $XDG_CACHE_HOME/fit3d_ros (or ~/.cache/fit3d_ros)/torch_ext/<tag>."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "fit3d_ros" / "torch_ext" / _machine_tag()
+
+
+def _machine_tag() -> str:
+    """Hash of what makes a -march=native build non-portable."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((ln for ln in f if ln.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    key = "|".join([torch.__version__, sys.version.split()[0], platform.machine(), flags,
+                    " ".join(_CFLAGS)])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _check_toolchain() -> None:
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        raise KernelBuildError(
+            f"C++ compiler {compiler!r} not found: install g++ (or set CXX) to build the "
+            "CPU rasterizer, or use backend='torch'")
+    try:
+        from torch.utils.cpp_extension import verify_ninja_availability
+        verify_ninja_availability()
+    except RuntimeError as err:
+        raise KernelBuildError(
+            "ninja not found: `pip install ninja` to build the CPU rasterizer, "
+            "or use backend='torch'") from err
+
+
+def load_extension(verbose: bool = False) -> ModuleType:
+    """Build (first call on this machine) or load the cached C++ extension."""
+    global _EXT
+    with _LOCK:
+        if _EXT is None:
+            _check_toolchain()
+            from torch.utils.cpp_extension import load
+            build = cache_dir()
+            build.mkdir(parents=True, exist_ok=True)
+            try:
+                _EXT = load(name="fit3d_ros_raster_cpu", sources=[str(_CSRC)],
+                            extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
+                            build_directory=str(build), verbose=verbose)
+            except (RuntimeError, OSError, ImportError) as err:
+                raise KernelBuildError(f"building the CPU rasterizer in {build} failed: "
+                                       f"{err}") from err
+        return _EXT
+
+
+def extension_available() -> bool:
+    """Whether the CPU extension is (or can be) built on this machine."""
+    try:
+        load_extension()
+    except KernelBuildError:
+        return False
+    return True
+
+
+class _CompositeCPU(torch.autograd.Function):
+    """Compositing with the C++ forward and hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor,
+                rect: Tensor, width: int, height: int, geom_channels: int):
+        ext = load_extension()
+        tensors = [t.contiguous() for t in (means2d, conics, opacities, colors)]
+        image, alpha, trans, last, offsets, ids = ext.forward(*tensors, rect, width, height)
+        ctx.save_for_backward(*tensors, rect, offsets, ids, trans, last)
+        ctx.size = (width, height, geom_channels)
+        return image, alpha.unsqueeze(-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_image: Tensor, grad_alpha: Tensor):
+        width, height, geom_channels = ctx.size
+        grads = load_extension().backward(*ctx.saved_tensors, grad_image.contiguous(),
+                                          grad_alpha.contiguous(), width, height,
+                                          geom_channels)
+        return (*grads, None, None, None, None)
+
+
+def composite_cpu(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor,
+                  rect: Tensor, width: int, height: int, geom_channels: int,
+                  ) -> tuple[Tensor, Tensor]:
+    """Composite M depth-sorted Gaussians into an (H,W,C) image and (H,W,1) alpha."""
+    return _CompositeCPU.apply(means2d, conics, opacities, colors, rect, width, height,
+                               geom_channels)
