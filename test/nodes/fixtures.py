@@ -12,14 +12,16 @@ from fit3d_ros.training.point_features import BackboneSpec
 from fit3d_ros.training.seg_classes import semantickitti_classes
 
 
-def tiny_checkpoint(path: Path, inject: bool = True) -> Path:
+def tiny_checkpoint(path: Path, inject: bool = True,
+                    features: tuple[str, ...] = ("xyz", "intensity")) -> Path:
     """A random-weight DITR (or image-free) checkpoint with the tiny test ViT."""
     torch.manual_seed(0)
-    cfg = SpUNetConfig.tiny(in_channels=4, num_classes=19, inject_2d=inject, feat_2d_dim=48)
+    cfg = SpUNetConfig.tiny(in_channels=3 + ("intensity" in features), num_classes=19,
+                            inject_2d=inject, feat_2d_dim=48)
     spec = (BackboneSpec(name="vit_tiny_test", random_init=True, token_budget=150,
                          view="center") if inject else None)
     save_checkpoint(path, Checkpoint("segmentation", cfg, SpUNet(cfg).state_dict(),
-                                     Preprocessing(cfg.voxel_size, ("xyz", "intensity"), spec),
+                                     Preprocessing(cfg.voxel_size, features, spec),
                                      semantickitti_classes()))
     return path
 

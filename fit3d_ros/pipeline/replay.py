@@ -1,0 +1,293 @@
+"""Replay: drive the node pipeline from a rosbag2 log without ROS (offline evaluation).
+
+Design note: the same objects as the nodes (`FeatureExtractor`, `Segmenter`,
+`ApproximateTimeSynchronizer`, `SharedResults`) fed in log order, with extrinsics from
+the bag's own TF at each cloud's stamp (`logs.scene_io.replay`). Every frame is
+processed (no latest-wins dropping offline); bad messages are counted, reported and
+skipped. Outputs: ``outputs.mcap`` (features as 32FC<C> images, PCA previews, labelled
+clouds: viewable in Foxglove), ``metrics.json`` (per-stage latency p50/p90/p99, counts,
+mIoU/accuracy when the clouds carry labels) and ``report.html`` (see `report`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fit3d_ros.logs.bag import BagReader, BagWriter
+from fit3d_ros.logs.scene_io import replay as bag_replay
+from fit3d_ros.msgs import (ConversionError, camera_info_to_model, cloud_to_pointcloud2,
+                            image_to_rgb, numpy_to_image, pointcloud2_to_cloud, rosbags_types,
+                            stamp_to_ns)
+from fit3d_ros.sensors import PointCloud
+from fit3d_ros.sensors.sync import ApproximateTimeSynchronizer
+from fit3d_ros.sensors.tf_buffer import TransformError
+
+from .features import FeatureConfig, FeatureExtractor, PCAPreview
+from .latency import LatencyStats
+from .segmenter import Segmenter, ViewInput, labelled_cloud
+from .shared import SharedResults
+
+IMAGE, CLOUD, INFO = ("sensor_msgs/msg/Image", "sensor_msgs/msg/PointCloud2",
+                      "sensor_msgs/msg/CameraInfo")
+
+
+@dataclass
+class ReplayConfig:
+    checkpoint: str | None = None           # segmentation checkpoint (None: features only)
+    features: FeatureConfig | None = None   # 2D features to publish (None: checkpoint's)
+    cloud_topic: str | None = None          # default: the bag's first PointCloud2 topic
+    cameras: list[str] | None = None        # image topics; default: those with CameraInfo
+    slop_s: float = 0.1
+    queue_size: int = 10
+    view: str = "center"
+    device: str = "cpu"
+    max_frames: int | None = None
+
+
+@dataclass
+class ReplayCounts:
+    clouds_in: int = 0
+    images_in: int = 0
+    frames_synced: int = 0
+    clouds_out: int = 0
+    features_out: int = 0
+    bad_messages: int = 0
+    skipped_cameras: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def error(self, text: str) -> None:
+        self.bad_messages += 1
+        if len(self.errors) < 20:
+            self.errors.append(text)
+
+
+def _topics(bag: BagReader, cfg: ReplayConfig) -> tuple[str | None, list[str], dict[str, str]]:
+    topics = bag.topics
+    clouds = [t for t, i in topics.items() if i.msgtype == CLOUD]
+    cloud = cfg.cloud_topic if cfg.cloud_topic is not None else (clouds[0] if clouds else None)
+    if cloud is not None and cloud not in topics:
+        raise ValueError(f"{bag.path}: no topic {cloud} (PointCloud2 topics: {clouds})")
+    infos = {t.rsplit("/", 1)[0]: t for t, i in topics.items() if i.msgtype == INFO}
+    images = [t for t, i in topics.items() if i.msgtype == IMAGE
+              and t.rsplit("/", 1)[0] in infos and "depth" not in t]
+    cams = cfg.cameras if cfg.cameras is not None else images
+    for t in cams:
+        if t not in topics or topics[t].msgtype != IMAGE:
+            raise ValueError(f"{bag.path}: {t} is not an Image topic")
+    return cloud, cams, {t: infos.get(t.rsplit("/", 1)[0], "") for t in cams}
+
+
+class _Run:
+    """State of one replay (kept off the public API)."""
+
+    def __init__(self, path: Path, out: Path, cfg: ReplayConfig) -> None:
+        self.path, self.cfg = path, cfg
+        self.counts = ReplayCounts()
+        self.latency = LatencyStats(window=100_000)
+        self.types = rosbags_types()
+        self.shared = SharedResults(capacity=64)
+        self.segmenter = (Segmenter(cfg.checkpoint, device=cfg.device, view=cfg.view)
+                          if cfg.checkpoint else None)
+        feat_cfg = cfg.features
+        if feat_cfg is None and self.segmenter is not None and self.segmenter.inject:
+            feat_cfg = self.segmenter.feature_config(cfg.device)
+        self.extractor = (self.segmenter.extractor if self.segmenter is not None and
+                          self.segmenter.extractor is not None and cfg.features is None
+                          else FeatureExtractor(feat_cfg) if feat_cfg is not None else None)
+        if self.segmenter is not None and self.segmenter.inject:
+            self.segmenter.extractor = None
+            self.segmenter._feature_fn = lambda v: self._features(v.key, v.rgb)
+        self.pca: dict[str, PCAPreview] = {}
+        self.infos: dict[str, Any] = {}
+        self.previews: dict[str, list[np.ndarray]] = {}
+        self.bev: list[tuple[PointCloud, np.ndarray]] = []
+        self.evaluator = None
+        self.writer = BagWriter(out / "outputs.mcap", overwrite=True)
+
+    def _features(self, key, rgb):
+        return self.shared.get(key, lambda: self.extractor(rgb))
+
+
+    # ------------------------------------------------------------------ per message
+    def on_image(self, m, topic: str) -> None:
+        self.counts.images_in += 1
+        if self.extractor is None:
+            return
+        try:
+            with self.latency.time("decode"):
+                rgb = image_to_rgb(m.msg)
+            stamp, frame = stamp_to_ns(m.msg.header.stamp), m.msg.header.frame_id
+        except (ConversionError, ValueError) as exc:
+            self.counts.error(f"{topic} message {m.index}: {exc}")
+            return
+        with self.latency.time("backbone"):
+            result = self._features((frame, stamp), rgb)
+        with self.latency.time("write"):
+            feats = result.patch.permute(1, 2, 0).contiguous().numpy()
+            self.writer.write(f"{topic.rsplit('/', 1)[0]}/features", IMAGE, m.log_time_ns,
+                              numpy_to_image(feats, f"32FC{feats.shape[2]}", stamp, frame,
+                                             self.types))
+            preview = self.pca.setdefault(topic, PCAPreview())(result.patch)
+            self.writer.write(f"{topic.rsplit('/', 1)[0]}/features_pca", IMAGE, m.log_time_ns,
+                              numpy_to_image(preview, "rgb8", stamp, frame, self.types))
+        shots = self.previews.setdefault(topic, [])
+        if len(shots) < 2:
+            shots.append(preview)
+        else:
+            shots[1] = preview
+        self.counts.features_out += 1
+
+    def on_frame(self, cloud_m, image_ms: list, cams: list[str], buffer) -> None:
+        """One synchronised cloud (+ images): segment and write the labelled cloud."""
+        try:
+            with self.latency.time("decode"):
+                cloud = pointcloud2_to_cloud(cloud_m.msg)
+        except (ConversionError, ValueError) as exc:
+            self.counts.error(f"cloud message {cloud_m.index}: {exc}")
+            return
+        if len(cloud) == 0:
+            self.counts.error(f"cloud message {cloud_m.index}: no finite points")
+            return
+        views = []
+        for topic, im in zip(cams, image_ms):
+            cam = self.infos.get(topic)
+            try:
+                if cam is None:
+                    raise ValueError("no CameraInfo before this image")
+                rgb = image_to_rgb(im.msg)
+                T = buffer.lookup(im.msg.header.frame_id or cam.frame_id, cloud.frame_id,
+                                  cloud.stamp)
+            except (ConversionError, ValueError, TransformError) as exc:
+                self.counts.skipped_cameras += 1
+                self.counts.error(f"{topic} message {im.index}: camera skipped: {exc}")
+                continue
+            views.append(ViewInput(rgb, cam, T.matrix,
+                                   key=(im.msg.header.frame_id, stamp_to_ns(im.msg.header.stamp))))
+        t0 = time.perf_counter()
+        result = self.segmenter(cloud, views)
+        self.latency.add("segment", (time.perf_counter() - t0) * 1e3)
+        for stage, values in self.segmenter.latency.stages.items():
+            if values:
+                self.latency.add(f"segment.{stage}", values[-1])
+        out = labelled_cloud(cloud, result, self.segmenter.palette)
+        with self.latency.time("write"):
+            self.writer.write("/segmentation", CLOUD, cloud_m.log_time_ns,
+                              cloud_to_pointcloud2(out, self.types))
+        self.counts.clouds_out += 1
+        if len(self.bev) < 2:
+            self.bev.append((out, result.labels))
+        else:
+            self.bev[1] = (out, result.labels)
+        self._score(cloud, result)
+
+    def _score(self, cloud: PointCloud, result) -> None:
+        if cloud.label is None or self.segmenter.ckpt.classes is None:
+            return
+        from fit3d_ros.training.seg_metrics import SegEvaluator
+
+        classes = self.segmenter.ckpt.classes
+        if self.evaluator is None:
+            self.evaluator = SegEvaluator(list(classes.names))
+        target = classes.to_train(cloud.label[result.kept])
+        visible = result.visible if self.segmenter.inject else None
+        self.evaluator.update(result.labels, target, visible)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, cloud_topic: str | None, cams: list[str], infos: dict[str, str],
+            progress: bool) -> None:
+        segment = self.segmenter is not None and cloud_topic is not None
+        use_cams = cams if (segment and self.segmenter.inject) else []
+        state: dict[str, Any] = {}
+
+        def matched(cloud_m, *image_ms) -> None:
+            self.counts.frames_synced += 1
+            self.on_frame(cloud_m, list(image_ms), use_cams, state["buffer"])
+
+        sync = ApproximateTimeSynchronizer(1 + len(use_cams), self.cfg.queue_size,
+                                           self.cfg.slop_s, matched)
+        info_of = {v: k for k, v in infos.items() if v}
+        wanted = set(cams) | set(info_of) | ({cloud_topic} if cloud_topic else set())
+        t_read = time.perf_counter()
+        for m, buffer in bag_replay(self.path, sorted(wanted)):
+            self.latency.add("read", (time.perf_counter() - t_read) * 1e3)
+            state["buffer"] = buffer
+            if m.topic in info_of:
+                try:
+                    self.infos[info_of[m.topic]] = camera_info_to_model(m.msg)
+                except (ConversionError, ValueError) as exc:
+                    self.counts.error(f"{m.topic} message {m.index}: {exc}")
+            elif m.topic in cams:
+                self.on_image(m, m.topic)
+                if m.topic in use_cams:
+                    self._feed(sync, 1 + use_cams.index(m.topic), m)
+            elif m.topic == cloud_topic:
+                self.counts.clouds_in += 1
+                if segment:
+                    self._feed(sync, 0, m)
+                if self.cfg.max_frames and self.counts.clouds_in >= self.cfg.max_frames:
+                    break
+            if progress:
+                print(f"\rclouds {self.counts.clouds_in} images {self.counts.images_in}",
+                      end="", flush=True)
+            t_read = time.perf_counter()
+        if progress:
+            print()
+
+    def _feed(self, sync: ApproximateTimeSynchronizer, index: int, m) -> None:
+        try:
+            stamp = stamp_to_ns(m.msg.header.stamp)
+        except (AttributeError, ValueError) as exc:
+            self.counts.error(f"{m.topic} message {m.index}: no header stamp: {exc}")
+            return
+        sync.add(index, m, stamp)
+
+
+def replay_bag(path: str | Path, out_dir: str | Path, cfg: ReplayConfig | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Run the pipeline over a bag; writes outputs.mcap, metrics.json, report.html."""
+    from .report import write_report
+
+    cfg = cfg or ReplayConfig()
+    path, out = Path(path), Path(out_dir)
+    if cfg.checkpoint is None and cfg.features is None:
+        raise ValueError("nothing to do: give a checkpoint and/or a 2D backbone")
+    out.mkdir(parents=True, exist_ok=True)
+    run = _Run(path, out, cfg)
+    with BagReader(path) as bag:
+        cloud, cams, infos = _topics(bag, cfg)
+    t0 = time.perf_counter()
+    with run.writer:
+        run.run(cloud, cams, infos, progress)
+    wall = time.perf_counter() - t0
+    lat = run.latency.summary()
+    io_ms = sum(lat[k]["mean"] * lat[k]["count"] for k in ("read", "write") if k in lat)
+    metrics: dict[str, Any] = {
+        "bag": str(path), "cloud_topic": cloud, "camera_topics": cams,
+        "checkpoint": cfg.checkpoint,
+        "weights": _weights_note(run),
+        "counts": asdict(run.counts),
+        "frames_in": run.counts.clouds_in, "frames_out": run.counts.clouds_out,
+        "drops": run.counts.clouds_in - run.counts.clouds_out,
+        "latency_ms": lat, "wall_s": wall, "io_share": io_ms / 1e3 / wall if wall else None,
+    }
+    if run.evaluator is not None:
+        metrics["segmentation"] = run.evaluator.result()
+        metrics["miou"] = metrics["segmentation"]["miou"]
+        metrics["accuracy"] = metrics["segmentation"]["accuracy"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_report(out, metrics, run.previews, run.bev, run.segmenter, run.evaluator)
+    return metrics
+
+
+def _weights_note(run: _Run) -> str:
+    cfg = run.extractor.cfg if run.extractor is not None else None
+    if cfg is None:
+        return "no 2D backbone"
+    if cfg.random_init:
+        return f"RANDOM-INIT {cfg.backbone} (seed {cfg.seed}): no pretrained weights"
+    return f"{cfg.backbone}: {cfg.weights or 'pretrained (hub/cache)'}"
