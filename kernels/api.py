@@ -36,14 +36,16 @@ class RasterOutput:
     backend: str              # the backend that rendered
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: torch.device,
+                    dtype: torch.dtype = torch.float32) -> str:
     """Concrete backend for `backend` ("auto" picks cuda/cpu, falling back to torch)."""
     if backend == "auto":
         if device.type == "cuda":
-            if cuda.gsplat_available():
+            if cuda.gsplat_available() and dtype == torch.float32:
                 return "cuda"
-            warnings.warn("gsplat is not installed: rasterizing CUDA tensors with the slow "
-                          "torch reference", RuntimeWarning, stacklevel=3)
+            warnings.warn("gsplat is not installed or the tensors are not float32: "
+                          "rasterizing CUDA tensors with the slow torch reference",
+                          RuntimeWarning, stacklevel=3)
             return "torch"
         if device.type == "cpu":
             try:
@@ -55,9 +57,11 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "torch"
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend: 'cpu' needs CPU tensors, got device {device}")
-    if backend == "cuda" and (device.type != "cuda" or not cuda.gsplat_available()):
-        raise ValueError(f"backend: 'cuda' needs CUDA tensors and gsplat installed "
-                         f"(device {device}, gsplat available: {cuda.gsplat_available()})")
+    if backend == "cuda" and (device.type != "cuda" or not cuda.gsplat_available()
+                              or dtype != torch.float32):
+        raise ValueError(f"backend: 'cuda' needs float32 CUDA tensors and gsplat installed "
+                         f"(device {device}, dtype {dtype}, gsplat available: "
+                         f"{cuda.gsplat_available()})")
     return backend
 
 
@@ -75,7 +79,7 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
     """
     bg = check_inputs(means, quats, scales, opacities, colors, features, viewmat, K,
                       width, height, sh_degree, near_plane, background, backend)
-    chosen = resolve_backend(backend, means.device)
+    chosen = resolve_backend(backend, means.device, means.dtype)
     if chosen == "cuda":
         rgb_all = colors if sh_degree is None else sh_to_rgb(colors, sh_degree, means, viewmat)
         rgb, feats, alpha, depth, means2d, radii = cuda.rasterize_gsplat(

@@ -13,7 +13,6 @@ therefore exact, not an approximation.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -120,8 +119,8 @@ def _project_2d(means_c: Tensor, cov_factor: Tensor, K: Tensor, width: int, heig
     lim_y_neg = cy / fy + 0.3 * (0.5 * height / fy)
     tx = z * torch.minimum(torch.maximum(x / z, -lim_x_neg), lim_x_pos)
     ty = z * torch.minimum(torch.maximum(y / z, -lim_y_neg), lim_y_pos)
-    # Rows of J (2x3, clamped perspective Jacobian) times W R S: J = [[fx/z, 0, -fx tx/z²],
-    # [0, fy/z, -fy ty/z²]]; column k of W R S is row k of cov_factor.
+    # Rows of J·(W R S) with J = [[fx/z, 0, -fx tx/z²], [0, fy/z, -fy ty/z²]] (clamped
+    # perspective Jacobian); row i of W R S is cov_factor[:, :, i].
     f0, f1, f2 = cov_factor[:, :, 0], cov_factor[:, :, 1], cov_factor[:, :, 2]
     row0 = (fx / z)[:, None] * f0 - (fx * tx / (z * z))[:, None] * f2
     row1 = (fy / z)[:, None] * f1 - (fy * ty / (z * z))[:, None] * f2
@@ -176,7 +175,3 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
                      depths=means_c[keep, 2], rect=rect.contiguous(),
                      means2d_all=means2d_all, radii_all=radii_all)
 
-
-def max_sh_degree(num_coeffs: int) -> int:
-    """Largest SH degree whose (degree+1)² coefficients fit in `num_coeffs`."""
-    return int(math.isqrt(num_coeffs)) - 1

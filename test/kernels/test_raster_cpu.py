@@ -62,6 +62,11 @@ def test_random_scenes_match_reference(d):
     assert 0.3 < float(out.alpha.detach().mean()) < 1.0  # a real scene: overlapping, mostly covered
 
 
+def test_widest_features():
+    compare_backends(random_scene(SceneConfig(n=400, width=32, height=24, features=1024,
+                                              seed=1024)))
+
+
 def test_colour_only_and_background():
     scene = random_scene(SceneConfig(n=800, width=40, height=30, features=None, seed=3))
     out = compare_backends(scene, background=torch.tensor([0.1, 0.5, 0.9]))
