@@ -25,7 +25,8 @@ from torch import nn
 
 from fit3d_ros.compat import import_timm
 
-from .weights import fetch_fit3d_checkpoint, fetch_hub_weights, load_file_into
+from .weights import (download_hub_weights, fetch_fit3d_checkpoint, hub_weights_file,
+                      load_file_into)
 
 # Short names used on every command line -> timm model names (FiT3D's choices).
 BACKBONES: dict[str, str] = {
@@ -180,6 +181,20 @@ def build_backbone(name: str, *, pretrained: bool = True, weights: str | Path | 
     timm = import_timm()
     arch, fit3d_base, args = resolve_name(name)
     args.update(kw)
+    source: Path | None = None  # weights file to load; None with `download` = timm's hub
+    download = False
+    if weights is not None:
+        source = Path(weights)
+    elif pretrained and name != TINY_TEST:
+        if args:
+            raise ValueError(f"architecture overrides {sorted(args)} need pretrained=False "
+                             "or a weights file")
+        # resolve (and fail offline) before building a possibly large random network
+        if fit3d_base is not None:
+            source = fetch_fit3d_checkpoint(fit3d_base)
+        else:
+            source = hub_weights_file(arch, name)
+            download = source is None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -187,15 +202,9 @@ def build_backbone(name: str, *, pretrained: bool = True, weights: str | Path | 
                                       dynamic_img_size=True, **args)
         except TypeError as exc:
             raise ValueError(f"bad architecture arguments for {name!r}: {exc}") from exc
-    if weights is not None:
-        load_file_into(model, weights)
-    elif pretrained and name != TINY_TEST:
-        if args:
-            raise ValueError(f"architecture overrides {sorted(args)} need pretrained=False "
-                             "or a weights file")
-        if fit3d_base is not None:
-            load_file_into(model, fetch_fit3d_checkpoint(fit3d_base))
-        else:
-            fetch_hub_weights(model, name)
+    if source is not None:
+        load_file_into(model, source)
+    elif download:
+        download_hub_weights(model, name)
     model.eval()
     return Backbone(model, name=name, dtype=dtype)

@@ -142,26 +142,39 @@ def fetch_fit3d_checkpoint(base: str, timeout: float = 2.0) -> Path:
     return cached
 
 
-def fetch_hub_weights(model: nn.Module, name: str, timeout: float = 2.0) -> None:
-    """Load timm's pretrained weights for `model` (HF cache, else download)."""
+def hub_weights_file(arch: str, name: str, timeout: float = 2.0) -> Path | None:
+    """Cached timm hub weights for `arch`; None when the hub is reachable (timm downloads).
+
+    Offline without a cached copy raises :class:`WeightsUnavailableError` (before any
+    network is built).
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        raise WeightsUnavailableError(f"timm has no hub weights for {name!r}: {_how_to(name)}")
+    if hub_reachable("https://huggingface.co", timeout):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(hub_id, filename, cache_dir=cache)
+        if isinstance(path, str):
+            return Path(path)
+    raise WeightsUnavailableError(
+        f"pretrained weights for {name!r} (hub {hub_id}) are not cached and the hub is "
+        f"unreachable: {_how_to(name)}")
+
+
+def download_hub_weights(model: nn.Module, name: str) -> None:
+    """Load timm's pretrained weights for `model` from the hub (online)."""
     from timm.models import load_pretrained
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    hub_id = cfg.get("hf_hub_id")
-    if not hub_id:
-        raise WeightsUnavailableError(f"timm has no hub weights for {name!r}: {_how_to(name)}")
-    if not hub_reachable("https://huggingface.co", timeout):
-        from huggingface_hub import try_to_load_from_cache
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            path = try_to_load_from_cache(hub_id, filename)
-            if isinstance(path, str):
-                load_file_into(model, path)
-                return
-        raise WeightsUnavailableError(
-            f"pretrained weights for {name!r} (hub {hub_id}) are not cached and the hub is "
-            f"unreachable: {_how_to(name)}")
     try:
         load_pretrained(model, num_classes=0, filter_fn=checkpoint_filter_fn, strict=True)
     except Exception as exc:  # network or hub failure after the reachability probe
-        raise WeightsUnavailableError(f"could not fetch {hub_id}: {exc}; {_how_to(name)}") from exc
+        raise WeightsUnavailableError(f"could not fetch weights for {name!r}: {exc}; "
+                                      f"{_how_to(name)}") from exc

@@ -112,6 +112,7 @@ def test_bad_inputs_raise():
 def test_offline_without_weights_says_how(name, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty torch hub cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # empty Hugging Face cache
     with pytest.raises(WeightsUnavailableError, match="--weights PATH"):
         build_backbone(name)
 
