@@ -232,12 +232,17 @@ void backward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
         const double t_before = trans[p] / one_minus;
         const scalar_t w = scalar_t(double(alpha) * t_before);
         const scalar_t* gp = grad_image + pix * C;
-        for (int64_t c = 0; c < C; ++c) dcol[c] += w * gp[c];
         scalar_t* ac = acc.data() + p * Cg;
+        scalar_t* dc = dcol.data();
         scalar_t dot = 0;
+        // geometry channels: colour gradient, dL/dalpha partial sum, colour behind update
 #pragma omp simd reduction(+ : dot)
-        for (int64_t c = 0; c < Cg; ++c) dot += gp[c] * (col[c] - ac[c]);
-        for (int64_t c = 0; c < Cg; ++c) ac[c] = alpha * col[c] + (scalar_t(1) - alpha) * ac[c];
+        for (int64_t c = 0; c < Cg; ++c) {
+          dc[c] += w * gp[c];
+          dot += gp[c] * (col[c] - ac[c]);
+          ac[c] = alpha * col[c] + (scalar_t(1) - alpha) * ac[c];
+        }
+        for (int64_t c = Cg; c < C; ++c) dc[c] += w * gp[c];  // detached feature channels
         trans[p] = t_before;
         if (raw > amax) continue;  // clamped alpha: no gradient to opacity or geometry
         const scalar_t d_alpha = scalar_t(t_before) * dot
