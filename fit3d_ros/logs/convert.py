@@ -51,7 +51,7 @@ def nuscenes_topics(camera: str) -> tuple[str, str]:
     return f"{base}/image_raw", f"{base}/camera_info"
 
 
-class _Out:
+class BagOut:
     """A BagWriter plus the message flavour and the helpers the converters share."""
 
     def __init__(self, writer: BagWriter, types: MsgTypes) -> None:
@@ -93,7 +93,7 @@ def rgbd_to_bag(root: str | Path, out: str | Path, fmt: str = "7scenes", every: 
     files = src.files[::every]
     types = rosbags_types()
     with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
-        o = _Out(w, types)
+        o = BagOut(w, types)
         for i, f in enumerate(files):
             frame = load_rgbd_file(src, f, reference="depth")
             stamp = frame.stamp
@@ -122,7 +122,7 @@ def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] 
     types = rosbags_types()
     n = 0
     with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
-        o = _Out(w, types)
+        o = BagOut(w, types)
         last_calib: list[np.ndarray] | None = None
         for frame in read_kitti_object(root, frames):
             # tree: base_link -> velodyne -> camera (one parent per frame, as in tf2)
@@ -159,7 +159,7 @@ def nuscenes_to_bag(root: str | Path, out: str | Path, storage: str | None = Non
     events += [(stamp, 0, "TF") for stamp in ego]
     events.sort()
     with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
-        o = _Out(w, types)
+        o = BagOut(w, types)
         first = events[0][0]
         o.tf([_stamped(sample.T_base_lidar, first)] +
              [_stamped(t, first) for t in sample.T_base_cams.values()], first, static=True)
@@ -183,7 +183,7 @@ def semantickitti_to_bag(root: str | Path, out: str | Path, storage: str | None 
     types = rosbags_types()
     n = 0
     with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
-        o = _Out(w, types)
+        o = BagOut(w, types)
         for cloud in read_semantickitti(root):
             w.write(SEMANTICKITTI_TOPIC, POINTCLOUD2, cloud.stamp,
                     cloud_to_pointcloud2(cloud, types))

@@ -33,7 +33,9 @@ def bev_image(cloud: PointCloud, colors: np.ndarray, size: int = 600,
     ok = (col >= 0) & (col < size) & (row >= 0) & (row < size)
     order = np.argsort(xyz[ok, 2])  # draw low first, high last (highest wins)
     r, c, rgb = row[ok][order], col[ok][order], colors[ok][order]
-    img[r, c] = rgb
+    for dr in (-1, 0, 1):  # 3x3 dots so sparse scans stay visible
+        for dc in (-1, 0, 1):
+            img[np.clip(r + dr, 0, size - 1), np.clip(c + dc, 0, size - 1)] = rgb
     return img
 
 

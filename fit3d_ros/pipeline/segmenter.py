@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fit3d_ros.sensors import CameraModel, PointCloud
+from fit3d_ros.threads import cpu_threads
 
 from .features import FeatureConfig, FeatureExtractor, FeatureResult
 from .latency import LatencyStats
@@ -135,7 +136,7 @@ class Segmenter:
             f2d, vis = self._point_2d(cloud.xyz, views)
             kw = {"feat_2d": f2d.to(self.device), "visible_2d": vis.to(self.device)}
             visible = vis.cpu().numpy()
-        with self.latency.time("unet"):
+        with self.latency.time("unet"), cpu_threads(1 if self.device.type == "cpu" else None):
             out = self.model(torch.from_numpy(xyz_c).to(self.device), feats, **kw)
             prob = torch.softmax(out.logits.float(), dim=1)
             conf, labels = prob.max(dim=1)
