@@ -20,7 +20,8 @@ import numpy as np
 
 from fit3d_ros.logs.bag import BagWriter
 from fit3d_ros.logs.convert import BagOut
-from fit3d_ros.msgs import cloud_to_pointcloud2, depth_to_image, rosbags_types
+from fit3d_ros.msgs import (cloud_to_pointcloud2, depth_to_image, model_to_camera_info,
+                            rosbags_types)
 from fit3d_ros.threads import cpu_threads
 
 from . import scene as S
@@ -53,6 +54,8 @@ def write_scene_bag(path: Path, frames: range, cfg: S.SceneConfig) -> Path:
             out.tf([pose], stamp)
             rgb, depth = S.render_camera(pose, cam, rng)
             out.camera(TOPICS["image"], TOPICS["info"], cam, rgb, stamp)
+            writer.write(TOPICS["depth_info"], "sensor_msgs/msg/CameraInfo", stamp,
+                         model_to_camera_info(cam, stamp, cam.frame_id, types))
             writer.write(TOPICS["depth"], "sensor_msgs/msg/Image", stamp,
                          depth_to_image(depth, stamp, cam.frame_id, types))
             cloud = S.render_lidar(pose, cfg, stamp, rng)

@@ -141,3 +141,37 @@ def test_segmentation_node_needs_a_valid_checkpoint(ros_env, tmp_path):
     proc.wait(120)
     log = stop(proc)
     assert proc.returncode == 1 and "start-up failed" in log and "checkpoint" in log
+
+
+def test_segmentation_node_rgbd_mode_on_demo_scene(tmp_path, ros_env):
+    """rgbd mode: the depth image back-projected in its (registered) colour camera."""
+    from sensor_msgs.msg import PointCloud2
+
+    from fit3d_ros.demo import scene as S
+    from fit3d_ros.demo.run import TOPICS, write_scene_bag
+
+    bag = write_scene_bag(tmp_path / "room.mcap", range(2), S.SceneConfig(frames=8))
+    ckpt = tiny_checkpoint(tmp_path / "rgbd.ckpt", inject=True, features=("xyz",))
+    proc = start(["-m", "fit3d_ros.nodes.segmentation_node", "--ros-args",
+                  "-p", f"checkpoint:={ckpt}", "-p", "mode:=rgbd",
+                  "-p", f"depth_topic:={TOPICS['depth']}",
+                  "-p", f"depth_info_topic:={TOPICS['depth_info']}",
+                  "-p", f"rgbd_image_topic:={TOPICS['image']}", "-p", "qos:=reliable"], ros_env)
+    player = start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "2",
+                    "--duration", "120"], ros_env)
+    got: list = []
+    try:
+        with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
+            probe = rclpy.create_node("probe", context=ctx)
+            probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
+                                      got.append, 10)
+            ok = spin_until(ctx, probe, lambda: bool(got), 150, proc)
+    finally:
+        log = stop(proc) + stop(player)
+    assert ok, log[-3000:]
+    cloud = pointcloud2_to_cloud(got[0])
+    cam = S.camera_model(S.SceneConfig())
+    assert got[0].header.frame_id == cam.frame_id
+    # every pixel of the room has depth: one point per pixel, all in front of the camera
+    assert len(cloud) == cam.width * cam.height and cloud.xyz[:, 2].min() > 0
+    assert (cloud.label >= 0).all() and (cloud.label < 19).all()
