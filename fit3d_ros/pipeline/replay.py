@@ -127,12 +127,13 @@ class _Run:
             return
         with self.latency.time("backbone"):
             result = self._features((frame, stamp), rgb)
+        with self.latency.time("preview"):
+            preview = self.pca.setdefault(topic, PCAPreview())(result.patch)
         with self.latency.time("write"):
             feats = result.patch.permute(1, 2, 0).contiguous().numpy()
             self.writer.write(f"{topic.rsplit('/', 1)[0]}/features", IMAGE, m.log_time_ns,
                               numpy_to_image(feats, f"32FC{feats.shape[2]}", stamp, frame,
                                              self.types))
-            preview = self.pca.setdefault(topic, PCAPreview())(result.patch)
             self.writer.write(f"{topic.rsplit('/', 1)[0]}/features_pca", IMAGE, m.log_time_ns,
                               numpy_to_image(preview, "rgb8", stamp, frame, self.types))
         shots = self.previews.setdefault(topic, [])
