@@ -26,7 +26,7 @@ from fit3d_ros.logs.scene_io import decode, read_rgbd_frames, read_transform_buf
 from fit3d_ros.msgs import camera_info_to_model, image_to_rgb, pointcloud2_to_cloud, stamp_to_ns
 from fit3d_ros.sensors import CameraModel, TransformError
 
-from .seg_classes import ClassMap, load_classes
+from .seg_classes import load_classes
 from .seg_data import CameraView, Sample, SegDataset
 from .seg_sources import LoadOptions
 
@@ -52,10 +52,6 @@ def _poses(buffer, frame: str, stamp: int, fixed: list[str]) -> dict[str, np.nda
         except TransformError:
             continue
     return out
-
-
-def _bag_classes(path: Path, options: LoadOptions) -> ClassMap | None:
-    return load_classes(options.classes, data=path)
 
 
 def _lidar_samples(path: Path, options: LoadOptions, clouds: list[str],
@@ -89,7 +85,7 @@ def _lidar_samples(path: Path, options: LoadOptions, clouds: list[str],
         else:
             infos[m.topic] = decode(m, camera_info_to_model, path)
     scans = options.take(scans)
-    classes = _bag_classes(path, options)
+    classes = load_classes(options.classes, data=path)
     max_dt = int(options.max_dt_s * 1e9)
     samples = []
     for m, cloud, cloud_poses in scans:
@@ -141,7 +137,7 @@ def _rgbd_samples(path: Path, options: LoadOptions) -> SegDataset:
         if len(xyz):
             samples.append(Sample(f"{path}#{i}", xyz,
                                   views=[CameraView(color, f.rgb, T, RGBD_TOPICS["color"])]))
-    return SegDataset(str(path), samples, _bag_classes(path, options))
+    return SegDataset(str(path), samples, load_classes(options.classes, data=path))
 
 
 def load_bag(path: str | Path, options: LoadOptions | None = None) -> SegDataset:
