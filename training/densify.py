@@ -52,14 +52,14 @@ class DensifyStats:
     max_radii: torch.Tensor   # (N,)
 
     @classmethod
-    def zeros(cls, n: int) -> "DensifyStats":
-        return cls(torch.zeros(n), torch.zeros(n), torch.zeros(n))
+    def zeros(cls, n: int, device: torch.device | str = "cpu") -> "DensifyStats":
+        return cls(*(torch.zeros(n, device=device) for _ in range(3)))
 
     def update(self, means2d_grad: torch.Tensor, radii: torch.Tensor, width: int,
                height: int) -> None:
         """Accumulate ‖∂L/∂μ_ndc‖ for Gaussians drawn this iteration (radius > 0)."""
         vis = (radii > 0).any(1)
-        g = means2d_grad.detach() * torch.tensor([width / 2.0, height / 2.0])  # px -> NDC
+        g = means2d_grad.detach() * means2d_grad.new_tensor([width / 2.0, height / 2.0])  # px->NDC
         self.grad_accum[vis] += g[vis].norm(dim=1)
         self.denom[vis] += 1
         self.max_radii[vis] = torch.maximum(self.max_radii[vis], radii.detach()[vis].max(1).values)
@@ -122,7 +122,7 @@ def densify_and_prune(model: GaussianModel, opt: torch.optim.Adam, stats: Densif
         idx = torch.nonzero(split)[:, 0].repeat(2)
         std = model.scales.detach()[idx]
         rot = quat_to_rotmat(model.quats.detach()[idx])
-        offs = torch.randn(idx.numel(), 3, generator=generator) * std
+        offs = torch.randn(idx.numel(), 3, generator=generator).to(std) * std
         child = {p: getattr(model, p).detach()[idx] for p in PARAMS}
         child["means"] = model.means.detach()[idx] + (rot @ offs[:, :, None])[:, :, 0]
         child["log_scales"] = torch.log(std / 1.6)
@@ -132,12 +132,13 @@ def densify_and_prune(model: GaussianModel, opt: torch.optim.Adam, stats: Densif
     # prune (on the densified set): transparent, and after a reset also huge ones
     prune = model.opacities.detach() < cfg.prune_opacity
     if cfg.opacity_reset_every and step > cfg.opacity_reset_every:
-        radii = torch.cat([stats.max_radii[keep], torch.zeros(len(model) - int(keep.sum()))])
+        radii = torch.cat([stats.max_radii[keep],
+                           stats.max_radii.new_zeros(len(model) - int(keep.sum()))])
         prune |= (radii > 20) | (model.scales.detach().max(1).values > 0.1 * extent)
     if prune.all():
         prune[:] = False  # never delete the whole scene
     edit_rows(model, opt, ~prune)
-    return DensifyStats.zeros(len(model))
+    return DensifyStats.zeros(len(model), model.means.device)
 
 
 def reset_opacity(model: GaussianModel, opt: torch.optim.Adam, value: float = 0.01) -> None:

@@ -34,12 +34,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def feature_sets(spec: BackboneSpec, finetuned: str | Path | None, images: list[np.ndarray],
-                 token_budget: int | None) -> dict[str, tuple[list[torch.Tensor],
-                                                              list[torch.Tensor]]]:
+                 token_budget: int | None, device: str = "cpu"
+                 ) -> dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]:
     """{"original", ["finetuned", "concat"]} -> (patch maps, [CLS]) for `images`."""
-    out = {"original": extract(build_spec_backbone(spec), images, token_budget)}
+    out = {"original": extract(build_spec_backbone(spec, device), images, token_budget)}
     if finetuned is not None:
-        ft = extract(build_spec_backbone(spec, weights=finetuned), images, token_budget)
+        ft = extract(build_spec_backbone(spec, device, weights=finetuned), images,
+                     token_budget)
         out["finetuned"] = ft
         out["concat"] = ([torch.cat(p, 0) for p in zip(out["original"][0], ft[0])],
                          [torch.cat(c, 0) for c in zip(out["original"][1], ft[1])])
@@ -52,7 +53,7 @@ def _provenance(spec: BackboneSpec, finetuned: str | Path | None, data: Any) -> 
 
 
 def run_correspondence(scene: Scene, spec: BackboneSpec, finetuned: str | Path | None,
-                       cfg: EvalConfig) -> dict[str, Any]:
+                       cfg: EvalConfig, device: str = "cpu") -> dict[str, Any]:
     """Correspondence recall on the scene's held-out views (see `correspondence`)."""
     t0 = time.perf_counter()
     views = scene.subset("heldout")
@@ -64,7 +65,7 @@ def run_correspondence(scene: Scene, spec: BackboneSpec, finetuned: str | Path |
     if not pairs:
         raise ValueError(f"{scene.source}: no held-out pair shares {cfg.min_overlap:.0%} of "
                          "its points")
-    sets = feature_sets(spec, finetuned, [v.rgb for v in views], cfg.token_budget)
+    sets = feature_sets(spec, finetuned, [v.rgb for v in views], cfg.token_budget, device)
     maps = {name: s[0] for name, s in sets.items()}
     r = correspondence_recall(views, maps, pairs, cfg.point_stride, cfg.ratio,
                               cfg.threshold_px, cfg.depth_tolerance)
@@ -79,7 +80,7 @@ def _depth_targets(views: list, width: int) -> list[torch.Tensor]:
 
 
 def run_depth_probe(scene: Scene, spec: BackboneSpec, finetuned: str | Path | None,
-                    cfg: EvalConfig) -> dict[str, Any]:
+                    cfg: EvalConfig, device: str = "cpu") -> dict[str, Any]:
     """Depth probe trained on the training views, scored on the held-out views."""
     t0 = time.perf_counter()
     train, held = scene.subset("train"), scene.subset("heldout")
@@ -95,7 +96,8 @@ def run_depth_probe(scene: Scene, spec: BackboneSpec, finetuned: str | Path | No
             raise ValueError(f"{scene.source}: no valid depth in the training views")
         lo, hi = 0.0, float(allv.max())
     bins = DepthBins(lo, hi, cfg.depth_bins)
-    sets = feature_sets(spec, finetuned, [v.rgb for v in train + held], cfg.token_budget)
+    sets = feature_sets(spec, finetuned, [v.rgb for v in train + held], cfg.token_budget,
+                        device)
     n = len(train)
     out: dict[str, Any] = {}
     for name, (patches, cls) in sets.items():
@@ -157,7 +159,8 @@ def _resize_labels(lab: np.ndarray, width: int) -> torch.Tensor:
 
 
 def run_seg_probe(folder: str | Path, spec: BackboneSpec, finetuned: str | Path | None,
-                  cfg: EvalConfig, holdout_every: int = 5) -> dict[str, Any]:
+                  cfg: EvalConfig, holdout_every: int = 5,
+                  device: str = "cpu") -> dict[str, Any]:
     """Linear segmentation probe: trained on the folder's train split, scored on val."""
     t0 = time.perf_counter()
     names, split = read_seg_folder(folder, holdout_every)
@@ -167,9 +170,11 @@ def run_seg_probe(folder: str | Path, spec: BackboneSpec, finetuned: str | Path 
     sizes = {x[1].shape for x in tr + va}
     sets: dict[str, Any] = {}
     if len(sizes) == 1:
-        sets = feature_sets(spec, finetuned, [x[1] for x in tr + va], cfg.token_budget)
+        sets = feature_sets(spec, finetuned, [x[1] for x in tr + va], cfg.token_budget,
+                            device)
     else:  # images of different sizes: one at a time
-        per = [feature_sets(spec, finetuned, [x[1]], cfg.token_budget) for x in tr + va]
+        per = [feature_sets(spec, finetuned, [x[1]], cfg.token_budget, device)
+               for x in tr + va]
         sets = {k: ([p[k][0][0] for p in per], [p[k][1][0] for p in per]) for k in per[0]}
     n = len(tr)
     out = {}

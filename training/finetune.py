@@ -110,7 +110,7 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
              device: str = "cpu") -> dict[str, Any]:
     """Run Algorithm 1 over the scene files and write the fine-tuned ViT to `output`."""
     t0 = time.perf_counter()
-    scenes = [load_scene_file(p) for p in scene_paths]
+    scenes = [load_scene_file(p).to(device) for p in scene_paths]
     student = build_spec_backbone(spec, device)
     width = int(scenes[0].decoder.weight.shape[0])
     for p, s in zip(scene_paths, scenes):

@@ -53,6 +53,10 @@ class Views:
     def size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[1])
 
+    def to(self, device: str | torch.device) -> "Views":
+        return Views(self.u8.to(device), self.images.to(device), self.viewmats.to(device),
+                     self.Ks.to(device), [t.to(device) for t in self.teacher])
+
     def target(self, v: int) -> torch.Tensor:
         """Teacher features bilinearly upsampled to the render size (1,C,H,W)."""
         w, h = self.size
@@ -121,10 +125,12 @@ class LiftRun:
     """Mutable state of one lifting run (model, decoder, optimizer, statistics)."""
 
     def __init__(self, model: GaussianModel, decoder: torch.nn.Module, cfg: LiftConfig,
-                 extent: float) -> None:
+                 extent: float, device: str | torch.device = "cpu") -> None:
+        model.to(device)
+        decoder.to(device)
         self.model, self.decoder, self.cfg, self.extent = model, decoder, cfg, extent
         self.opt = build_optimizer(model, decoder, cfg, extent)
-        self.stats = DensifyStats.zeros(len(model))
+        self.stats = DensifyStats.zeros(len(model), device)
         self.history: list[tuple[float, float]] = []
 
     def losses(self, step: int, data: Views, backend: str
@@ -175,19 +181,20 @@ class LiftRun:
                 "scene": _scene_id(scene), "extent": self.extent}
 
     @classmethod
-    def restore(cls, d: dict[str, Any], cfg: LiftConfig) -> "LiftRun":
+    def restore(cls, d: dict[str, Any], cfg: LiftConfig, device: str | torch.device = "cpu"
+                ) -> "LiftRun":
         model = GaussianModel.from_state(d["gaussians"], int(d["sh_degree"]))
         w = d["decoder"]["weight"]
         decoder = make_decoder(w.shape[1], w.shape[0])
         decoder.load_state_dict(d["decoder"])
-        run = cls(model, decoder, cfg, float(d["extent"]))
+        run = cls(model, decoder, cfg, float(d["extent"]), device)
         run.opt.load_state_dict(d["optimizer"])
-        run.stats = DensifyStats(**{k: v.clone() for k, v in d["stats"].items()})
+        run.stats = DensifyStats(**{k: v.to(device).clone() for k, v in d["stats"].items()})
         return run
 
 
-def _load_checkpoint(path: Path, cfg: LiftConfig, spec: BackboneSpec, scene: Scene
-                     ) -> tuple[LiftRun, int]:
+def _load_checkpoint(path: Path, cfg: LiftConfig, spec: BackboneSpec, scene: Scene,
+                     device: str | torch.device) -> tuple[LiftRun, int]:
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint {path}")
     d = torch.load(path, map_location="cpu", weights_only=True)
@@ -198,32 +205,34 @@ def _load_checkpoint(path: Path, cfg: LiftConfig, spec: BackboneSpec, scene: Sce
         if d[what] != mine:
             raise ValueError(f"--resume: the checkpoint's {what} differs from this run's "
                              f"({d[what]} vs {mine})")
-    return LiftRun.restore(d, cfg), int(d["step"])
+    return LiftRun.restore(d, cfg, device), int(d["step"])
 
 
 def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | Path, *,
                resume: bool = False, progress: bool = True, backend: str = "auto",
-               stop_at: int | None = None, teacher: torch.nn.Module | None = None
-               ) -> dict[str, Any]:
+               stop_at: int | None = None, teacher: torch.nn.Module | None = None,
+               device: str | torch.device = "cpu") -> dict[str, Any]:
     """Run Stage I on `scene` and write the feature scene to `output` (see module note).
 
     `stop_at` ends the run after that many iterations, leaving only the checkpoint (an
     interruption, for tests and time-sliced jobs). Returns the result dictionary.
     """
     t0 = time.perf_counter()
-    teacher = teacher if teacher is not None else build_spec_backbone(spec)
-    train = prepare_views(scene.subset("train"), cfg.image_width, teacher, cfg.token_budget)
-    held = prepare_views(scene.subset("heldout"), cfg.image_width, teacher, cfg.token_budget)
+    teacher = teacher if teacher is not None else build_spec_backbone(spec, device)
+    train = prepare_views(scene.subset("train"), cfg.image_width, teacher, cfg.token_budget
+                          ).to(device)
+    held = prepare_views(scene.subset("heldout"), cfg.image_width, teacher, cfg.token_budget
+                         ).to(device)
     ckpt = checkpoint_path(output)
     if resume:
-        run, start = _load_checkpoint(ckpt, cfg, spec, scene)
+        run, start = _load_checkpoint(ckpt, cfg, spec, scene, device)
     else:
         model = init_gaussians(scene.subset("train"), cfg)
         decoder = make_decoder(cfg.feature_dim, int(train.teacher[0].shape[0]))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             decoder.reset_parameters()
-        run, start = LiftRun(model, decoder, cfg, scene_extent(train.viewmats)), 0
+        run, start = LiftRun(model, decoder, cfg, scene_extent(train.viewmats), device), 0
     end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
 
     def save(done: int) -> None:
@@ -247,9 +256,10 @@ def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | 
     views_all = scene.subset("all")
     order = list(scene.train) + list(scene.heldout)
     allv = [train, held]
-    images = torch.cat([a.u8 for a in allv])
-    fs = FeatureScene(run.model, run.decoder, images, torch.cat([a.viewmats for a in allv]),
-                      torch.cat([a.Ks for a in allv]),
+    images = torch.cat([a.u8 for a in allv]).cpu()
+    fs = FeatureScene(run.model.cpu(), run.decoder.cpu(), images,
+                      torch.cat([a.viewmats for a in allv]).cpu(),
+                      torch.cat([a.Ks for a in allv]).cpu(),
                       torch.tensor([True] * len(scene.train) + [False] * len(scene.heldout)),
                       asdict(spec),
                       {"source": scene.source, "format": scene.fmt,

@@ -69,6 +69,13 @@ class FeatureScene:
         """(width, height) of the stored views."""
         return int(self.images.shape[2]), int(self.images.shape[1])
 
+    def to(self, device: str | torch.device) -> "FeatureScene":
+        """Gaussians, decoder and cameras on `device` (images stay where they are)."""
+        self.gaussians.to(device)
+        self.decoder.to(device)
+        self.viewmats, self.Ks = self.viewmats.to(device), self.Ks.to(device)
+        return self
+
     @property
     def train_ids(self) -> list[int]:
         return torch.nonzero(self.train)[:, 0].tolist()

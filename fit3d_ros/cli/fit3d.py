@@ -43,6 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", choices=["tiny", "default"], default="default",
                    help="tiny: CPU in minutes; default: the papers' recipe (GPU)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "torch", "cuda"],
                    help="rasterizer backend")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -96,7 +97,7 @@ def _lift(args: argparse.Namespace) -> int:
         save_every=args.save_every, seed=args.seed)
     spec = _spec(args, cfg.token_budget)
     r = lift_scene(_load(args), spec, cfg, out, resume=args.resume,
-                   progress=not args.no_progress, backend=args.backend)
+                   progress=not args.no_progress, backend=args.backend, device=args.device)
     keys = ("psnr_heldout", "feature_l1_heldout", "num_gaussians", "iterations", "seconds")
     short = {k: r.get(k) for k in keys}
     if args.json:
@@ -121,7 +122,7 @@ def _finetune(args: argparse.Namespace) -> int:
         epochs=args.epochs, lora_rank=args.lora_rank, lr=args.lr, batch_size=args.batch_size,
         seed=args.seed)
     r = finetune(args.scene_files, _spec(args, cfg.token_budget), cfg, args.output,
-                 progress=not args.no_progress, backend=args.backend)
+                 progress=not args.no_progress, backend=args.backend, device=args.device)
     return _emit(args, r, [f"wrote {r['output']} ({r['steps']} steps over {r['views']} views, "
                            f"L1 {r['loss_first']:.4f} -> {r['loss_last']:.4f}, "
                            f"{r['seconds']:.0f} s)"])
@@ -139,7 +140,8 @@ def _eval_corr(args: argparse.Namespace) -> int:
 
     _setup(args)
     cfg = _eval_cfg(args)
-    r = run_correspondence(_load(args), _spec(args, cfg.token_budget), args.finetuned, cfg)
+    r = run_correspondence(_load(args), _spec(args, cfg.token_budget), args.finetuned, cfg,
+                           device=args.device)
     key = f"recall@{cfg.threshold_px:g}px"
     lines = [f"{key} over {r['pairs']} held-out pairs ({r['backbone']['provenance']}):"]
     lines += [f"  {n:<10} {_f(v)}  ({r['matches'][n]} matches)" for n, v in r[key].items()]
@@ -153,7 +155,8 @@ def _eval_depth(args: argparse.Namespace) -> int:
 
     _setup(args)
     cfg = _eval_cfg(args)
-    r = run_depth_probe(_load(args), _spec(args, cfg.token_budget), args.finetuned, cfg)
+    r = run_depth_probe(_load(args), _spec(args, cfg.token_budget), args.finetuned, cfg,
+                           device=args.device)
     return _emit(args, r, [f"depth probe ({r['backbone']['provenance']}):"] +
                  [f"  {n:<10} RMSE {_f(v['rmse'])} m  AbsRel {_f(v['absrel'])}"
                   for n, v in r["depth"].items()])
@@ -165,7 +168,7 @@ def _eval_seg(args: argparse.Namespace) -> int:
     _setup(args)
     cfg = _eval_cfg(args)
     r = run_seg_probe(args.folder, _spec(args, cfg.token_budget), args.finetuned, cfg,
-                      args.holdout_every)
+                      args.holdout_every, device=args.device)
     return _emit(args, r, [f"segmentation probe ({r['backbone']['provenance']}):"] +
                  [f"  {n:<10} mIoU {_f(v['miou'])}  mAcc {_f(v['macc'])}  aAcc {_f(v['aacc'])}"
                   for n, v in r["segmentation"].items()])
