@@ -1,6 +1,7 @@
 """Benchmark the models: ViT-S forward, DITR mapping, sparse U-Net with/without injection.
 
-Design note: every number is the median of a few timed runs after one warm-up, on
+Design note: every number is the median of a few timed runs after one warm-up (the two
+U-Nets alternate run by run, so machine load hits both alike), on
 whatever device torch sees (CPU here), in inference mode. Weights are a seeded random
 init (the cost is the same as pretrained weights). The mapping uses the shared nuScenes
 sample's six real cameras with its LiDAR sweep tiled to 100k points; the U-Net runs on
@@ -36,6 +37,19 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+def timed_pair(a: Callable[[], object], b: Callable[[], object],
+               repeats: int) -> tuple[float, float]:
+    """Median ms of `a` and of `b`, run alternately (a shared CPU's load hits both alike)."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, out in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def bench_vit(repeats: int) -> dict[str, float]:
@@ -102,9 +116,9 @@ def bench_unet(repeats: int) -> dict[str, float]:
     inject = SpUNet(SpUNetConfig(in_channels=4, voxel_size=0.05, inject_2d=True,
                                  feat_2d_dim=384)).eval()
     with torch.inference_mode():
+        t3d, tinj = timed_pair(lambda: plain(xyz, feats),
+                               lambda: inject(xyz, feats, feat_2d=f2d, visible_2d=vis), repeats)
         voxels = plain(xyz, feats).voxels.num_voxels
-        t3d = timed(lambda: plain(xyz, feats), repeats)
-        tinj = timed(lambda: inject(xyz, feats, feat_2d=f2d, visible_2d=vis), repeats)
     return {"unet_points": len(xyz), "unet_voxels": voxels,
             "unet_visible_fraction": float(vis.float().mean()),
             "unet_3d_ms": t3d, "unet_injection_ms": tinj, "injection_ratio": tinj / t3d}
