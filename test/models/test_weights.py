@@ -95,3 +95,26 @@ def test_bad_weight_files(tmp_path):
         build_backbone(TINY_TEST, weights=tmp_path / "junk.pth")
     with pytest.raises(FileNotFoundError):
         build_backbone(TINY_TEST, weights=tmp_path / "missing.pth")
+
+
+def test_pretrained_names_load_from_offline_caches(tmp_path, monkeypatch):
+    """FiT3D checkpoints from the torch hub cache, timm weights from the HF cache, offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src = build_backbone("dinov2_small", pretrained=False, seed=9)
+    state = _timm_state(src)
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints" / "dinov2_small_finetuned.pth"
+    ckpt.parent.mkdir(parents=True)
+    torch.save(state, ckpt)  # FiT3D's release: a plain timm state dict
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fine = build_backbone("dinov2_small_fine")
+    got = fine.model.state_dict()
+    assert all(torch.equal(got[k], state[k]) for k in state)
+    snap = tmp_path / "hf" / "models--timm--vit_small_patch14_dinov2.lvd142m"
+    (snap / "refs").mkdir(parents=True)
+    (snap / "refs" / "main").write_text("0" * 40)
+    (snap / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(state, str(snap / "snapshots" / ("0" * 40) / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    hub = build_backbone("dinov2_small")
+    got = hub.model.state_dict()
+    assert all(torch.equal(got[k], state[k]) for k in state)
