@@ -123,20 +123,37 @@ def node_ms(bag: Path, ckpt: Path, extr: Path, frames: int, env: dict) -> tuple[
                 ex.spin_once(timeout_sec=0.01)
             if got:
                 times.append((got[0] - t0) * 1e3)
-    finally:
+    except BaseException:
         rclpy.shutdown(context=ctx)
-    return float(np.median(times)) if times else float("nan"), proc
+        raise
+    # the probe stays subscribed (ctx kept alive) so the soak run really segments
+    return float(np.median(times)) if times else float("nan"), proc, ctx, ex
 
 
-def soak(bag: Path, proc: subprocess.Popen, seconds: float, env: dict) -> dict:
+def soak(bag: Path, proc: subprocess.Popen, seconds: float, env: dict, ex) -> dict:
+    """Play the bag in a loop into the node while the probe keeps receiving."""
+    import threading
+
     start = _rss_mb(proc.pid)
+    received = {"n": 0}
+    node = next(iter(ex.get_nodes()))
+    node.create_subscription(__import__("sensor_msgs.msg", fromlist=["PointCloud2"]).PointCloud2,
+                             "/segmentation_node/segmentation",
+                             lambda m: received.__setitem__("n", received["n"] + 1), 10)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.1)
+                                               for _ in iter(stop.is_set, True)], daemon=True)
+    spinner.start()
     player = subprocess.run([sys.executable, "-m", "fit3d_ros.cli", "play", str(bag), "--loop",
                              "--duration", str(seconds), "--delay", "1"], env=env,
                             capture_output=True, text=True)
+    stop.set()
+    spinner.join(5)
     end = _rss_mb(proc.pid)
     played = json.loads(player.stdout.strip().splitlines()[-1]) if player.stdout else {}
     return {"seconds": seconds, "rss_start_mb": round(start, 1), "rss_end_mb": round(end, 1),
-            "node_alive": proc.poll() is None, "messages_played": played.get("published")}
+            "node_alive": proc.poll() is None, "messages_played": played.get("published"),
+            "clouds_segmented": received["n"]}
 
 
 def main() -> int:
@@ -160,10 +177,12 @@ def main() -> int:
         kitti_to_bag(DATA / "kitti" / "object", soak_bag)
         ckpt, extr = _checkpoint(tmp), extrinsics_yaml(bag, tmp / "extr.yaml")
         bare = bare_ms(bag, ckpt, args.frames)
-        node, proc = node_ms(bag, ckpt, extr, args.frames, env)
+        node, proc, ctx, ex = node_ms(bag, ckpt, extr, args.frames, env)
         try:
-            soaked = soak(soak_bag, proc, args.soak_seconds, env)
+            soaked = soak(soak_bag, proc, args.soak_seconds, env, ex)
         finally:
+            import rclpy
+            rclpy.shutdown(context=ctx)
             proc.terminate()
             proc.wait(10)
         metrics = replay_bag(soak_bag, tmp / "replay", ReplayConfig(checkpoint=str(ckpt)))
@@ -178,7 +197,8 @@ def main() -> int:
               f"ROS overhead {100 * result['ros_overhead']:.1f} % (goal <= 10 %)")
         print(f"replay I/O share {100 * result['replay_io_share']:.1f} % (goal < 5 %)")
         print(f"soak {soaked['seconds']:.0f} s: node RSS {soaked['rss_start_mb']} -> "
-              f"{soaked['rss_end_mb']} MB, alive {soaked['node_alive']}")
+              f"{soaked['rss_end_mb']} MB, alive {soaked['node_alive']}, "
+              f"{soaked['clouds_segmented']} clouds segmented")
     return 0
 
 

@@ -8,6 +8,7 @@ stage timed and published on ``~/latency_ms`` (std_msgs/String JSON, readable wi
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any, Callable
 
@@ -63,6 +64,9 @@ class NodeHealth:
         self.latency = LatencyStats()
         self.counts: dict[str, int] = {}
         self.last_error = ""
+        self._last_error_t = -1e18
+        self.error_hold_s = 10.0  # diagnostics stay WARN this long after the last problem
+        self._lock = threading.Lock()  # callbacks, timers and workers run on other threads
         self._throttle = Throttle(throttle_s)
         self._string = String
         self._latency_pub = node.create_publisher(String, "~/latency_ms", 10)
@@ -78,32 +82,41 @@ class NodeHealth:
         self.extra_stats: Callable[[], dict[str, Any]] | None = None  # more diagnostics
 
     def count(self, key: str, n: int = 1) -> None:
-        self.counts[key] = self.counts.get(key, 0) + n
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + n
 
     def watch_worker(self, name: str, counters: WorkerCounters) -> None:
         self._workers[name] = counters
 
-    def warn(self, key: str, message: str) -> None:
-        """Count a problem under `key`, remember it and log it at most every throttle_s."""
-        self.count(key)
-        self.last_error = message
-        if self._throttle.ready(key):
-            self.node.get_logger().warning(f"{message} (seen {self.counts[key]}x)")
+    def warn(self, key: str, message: str, throttle_key: str | None = None,
+             error: bool = False) -> None:
+        """Count a problem under `key`, remember it and log it at most every throttle_s
+        per `throttle_key` (default `key`), as an error when `error`."""
+        with self._lock:
+            self.counts[key] = seen = self.counts.get(key, 0) + 1
+            self.last_error, self._last_error_t = message, time.monotonic()
+            ready = self._throttle.ready(throttle_key or key)
+        if ready:
+            log = self.node.get_logger()
+            (log.error if error else log.warning)(f"{message} (seen {seen}x)")
 
     def publish_latency(self, stages: dict[str, float]) -> None:
         self._latency_pub.publish(self._string(data=json.dumps(
             {k: round(v, 3) for k, v in stages.items()})))
 
+    @property
+    def recent_error(self) -> bool:
+        return time.monotonic() - self._last_error_t < self.error_hold_s
+
     def snapshot(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self._started, 1e-9)
-        snap: dict[str, Any] = {k: v for k, v in self.counts.items()}
-        for name, c in self._workers.items():
+        with self._lock:
+            snap: dict[str, Any] = dict(self.counts)
+        for name, c in list(self._workers.items()):
             snap[f"{name}.processed"] = c.processed
             snap[f"{name}.dropped"] = c.dropped
             snap[f"{name}.errors"] = c.errors
             snap[f"{name}.rate_hz"] = round(c.processed / elapsed, 3)
-            if c.last_error:
-                self.last_error = c.last_error
         for stage, s in self.latency.summary().items():
             snap[f"latency_ms.{stage}.p50"] = round(s["p50"], 3)
         if self.extra_stats is not None:
@@ -118,9 +131,9 @@ class NodeHealth:
 
         snap = self.snapshot()
         status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK,
+            level=DiagnosticStatus.WARN if self.recent_error else DiagnosticStatus.OK,
             name=f"fit3d_ros: {self.node.get_fully_qualified_name()}",
-            message=self.last_error or "ok", hardware_id="fit3d_ros",
+            message=self.last_error if self.recent_error else "ok", hardware_id="fit3d_ros",
             values=[KeyValue(key=k, value=str(v)) for k, v in snap.items()])
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
@@ -138,6 +151,3 @@ def declare(node: Node, name: str, default: Any, description: str = "") -> Any:
 def has_subscribers(*publishers: Any) -> bool:
     """True if any publisher has a subscriber (lazy processing: no work while unobserved)."""
     return any(p.get_subscription_count() > 0 for p in publishers)
-
-
-Callback = Callable[..., None]

@@ -8,6 +8,8 @@ both give the same `Transform` and the same `TransformError` family to the calle
 """
 from __future__ import annotations
 
+import threading
+
 from rclpy.node import Node
 
 from fit3d_ros.msgs import tf_message_to_transforms, transform_stamped_to_transform
@@ -24,6 +26,8 @@ class Extrinsics:
                  prefer_tf2: bool = True) -> None:
         self.timeout_s = timeout_s
         self.backend = "buffer"
+        self._node = node
+        self._lock = threading.Lock()  # /tf callbacks write while the worker looks up
         self._tf2 = None
         self.buffer: TransformBuffer | None = None
         if prefer_tf2:
@@ -55,14 +59,21 @@ class Extrinsics:
                                  qos_from_name("transient_local", depth=100))
 
     def _feed(self, msg, static: bool) -> None:
-        self.buffer.set_transforms(tf_message_to_transforms(msg), static=static)
+        try:
+            tfs = tf_message_to_transforms(msg)
+            with self._lock:
+                self.buffer.set_transforms(tfs, static=static)
+        except ValueError as exc:  # a bad /tf message must not stop the node
+            self._node.get_logger().warning(f"ignoring bad TF message: {exc}",
+                                            throttle_duration_sec=5.0)
 
     def lookup(self, target: str, source: str, stamp_ns: int) -> Transform:
         """Raises `TransformError` (tf2 failures are re-raised as such) when unavailable."""
         if target == source:
             return Transform.identity(parent_frame=target, child_frame=source, stamp=stamp_ns)
         if self._tf2 is None:
-            return self.buffer.lookup(target, source, stamp_ns)
+            with self._lock:
+                return self.buffer.lookup(target, source, stamp_ns)
         import rclpy.duration
         import rclpy.time
         try:

@@ -9,9 +9,9 @@ file ends the process with a clear error instead of a half-working node.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import fields
 
-import numpy as np
 import rclpy
 from rclpy.node import Node
 
@@ -63,6 +63,10 @@ class FeatureNode(Node):
         qos = qos_from_name(declare(self, "qos", "sensor_data",
                                     "input QoS: sensor_data | reliable"))
         self.publish_pca = declare(self, "publish_pca", True, "publish ~/features_pca")
+        image_topic = declare(self, "image_topic", "image", "input RGB Image topic")
+        rate = declare(self, "rate_limit_hz", 0.0, "max output rate (0 = no limit)")
+        self.min_period = 1.0 / rate if rate > 0 else 0.0
+        self._last_in = -1e18
         self.types = rclpy_types()
         self.extractor = extractor or FeatureExtractor(self.cfg)
         self.pca = PCAPreview()
@@ -73,15 +77,21 @@ class FeatureNode(Node):
         self.pub_pca = self.create_publisher(Image, "~/features_pca", 5)
         self.worker = LatestWinsWorker(self._process, on_error=self._on_error)
         self.health.watch_worker("features", self.worker.counters)
-        self.create_subscription(Image, "image", self._on_image, qos)
+        self.create_subscription(Image, image_topic, self._on_image, qos)
         self.get_logger().info(f"feature_node ready: {self.cfg.backbone} ({self.cfg.mode}, "
                                f"{'random init' if self.cfg.random_init else 'pretrained'})")
 
     def _on_image(self, msg) -> None:
         self.health.count("images_in")
-        if not has_subscribers(self.pub_features, self.pub_pca):
+        watched = (self.pub_features, self.pub_pca) if self.publish_pca else (self.pub_features,)
+        if not has_subscribers(*watched):
             self.health.count("skipped_no_subscribers")
             return
+        now = time.monotonic()
+        if now - self._last_in < self.min_period:
+            self.health.count("skipped_rate_limit")
+            return
+        self._last_in = now
         try:
             with self.health.latency.time("decode"):
                 rgb = image_to_rgb(msg)
@@ -89,6 +99,10 @@ class FeatureNode(Node):
             self.health.warn("bad_image", f"dropping image: {exc}")
             return
         self.worker.submit((msg.header, rgb))
+
+    def destroy_node(self) -> None:
+        self.worker.stop()
+        super().destroy_node()
 
     def _on_error(self, exc: BaseException) -> None:
         self.health.warn("processing_error", f"feature extraction failed: {exc}")
@@ -103,7 +117,7 @@ class FeatureNode(Node):
                 result = self.shared.get((frame, stamp), lambda: self.extractor(rgb))
         with self.health.latency.time("publish"):
             if self.pub_features.get_subscription_count():
-                feats = result.patch.permute(1, 2, 0).contiguous().numpy().astype(np.float32)
+                feats = result.patch.permute(1, 2, 0).float().cpu().numpy()
                 enc = f"32FC{feats.shape[2]}"
                 self.pub_features.publish(numpy_to_image(feats, enc, stamp, frame, self.types))
             if self.publish_pca and self.pub_pca.get_subscription_count():

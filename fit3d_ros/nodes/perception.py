@@ -29,9 +29,8 @@ def build(shared: SharedResults | None = None) -> tuple[FeatureNode, Segmentatio
     feat = FeatureNode(extractor=extractor, shared=shared) if extractor is not None else \
         FeatureNode(shared=shared)
     if extractor is not None:
-        seg.segmenter.extractor = None
-        seg.segmenter._feature_fn = lambda view: shared.get(
-            view.key, lambda: extractor(view.rgb))
+        seg.segmenter.share_features(lambda view: shared.get(
+            view.key, lambda: extractor(view.rgb)))
         feat.get_logger().info(f"composed: features from the checkpoint's backbone "
                                f"({seg.segmenter.pre.backbone.name}), computed once per image")
     for node in (feat, seg):

@@ -9,6 +9,7 @@ skipped with one warning each; ``/clock`` carries the log time for ``use_sim_tim
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,7 @@ def _one_pass(bag: BagReader, pubs: dict, clock_pub: Any, cfg: PlayConfig, stats
     """Publish every message once at recorded timing; True if stopped early."""
     if not pubs:
         return True
-    from rosgraph_msgs.msg import Clock  # noqa: F401 (already imported when clock_pub)
+    from rosgraph_msgs.msg import Clock
 
     t0_wall = time.monotonic()
     t0_log = bag.start_ns
@@ -127,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry: same arguments as ``fit3d-ros play``."""
     from fit3d_ros.cli.main import main as cli_main
 
-    return cli_main(["play", *(argv or [])])
+    return cli_main(["play", *(sys.argv[1:] if argv is None else argv)])

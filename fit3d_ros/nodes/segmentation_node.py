@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from rclpy.node import Node
 
 from fit3d_ros.msgs import (ConversionError, camera_info_to_model, cloud_to_pointcloud2,
@@ -70,10 +69,17 @@ class SegmentationNode(Node):
         throttle = p("throttle_s", 5.0, "warning period (s)")
         if self.mode not in MODES:
             raise ValueError(f"parameter mode must be one of {MODES}, got {self.mode!r}")
+        if view not in ("center", "first", "random"):
+            raise ValueError(f"parameter view must be center, first or random, got {view!r}")
         if not self.checkpoint and segmenter is None:
             raise ValueError("parameter checkpoint is required (a SEG.ckpt from "
                              "`fit3d-ros train-seg`)")
         self.segmenter = segmenter or Segmenter(self.checkpoint, device=device, view=view)
+        needs = set(self.segmenter.pre.input_features) - {"xyz"}
+        if self.mode == "rgbd" and needs:
+            raise ValueError(f"checkpoint {self.checkpoint} needs input features {sorted(needs)}"
+                             " that depth clouds do not have (rgbd mode needs an xyz-only "
+                             "checkpoint: fit3d-ros train-seg --features xyz)")
         if self.mode == "ditr" and not self.segmenter.inject:
             self.get_logger().info("checkpoint has no 2D injection: images are not used")
         self.health = NodeHealth(self, throttle)
@@ -98,14 +104,28 @@ class SegmentationNode(Node):
         images = [make_subscriber(self, Image, rgbd_image if n == "rgbd" else f"{n}/image_raw",
                                   qos) for n in cams]
         self.camera_names = cams
+        first.registerCallback(lambda m: self.health.count("clouds_in"))
         if images:
             self._sync = make_ros_synchronizer([first, *images], queue, slop, self._on_synced)
+            self._unsynced = [0, 0]  # clouds_in, frames_in at the last check
+            self.create_timer(max(2.0, 4 * slop), self._check_sync)
         else:
             first.registerCallback(lambda m: self._on_synced(m))
         self.get_logger().info(f"segmentation_node ready: mode {self.mode}, "
                                f"{len(self.segmenter.class_names)} classes, cameras {cams}")
 
     # ------------------------------------------------------------------ callbacks
+    def _check_sync(self) -> None:
+        """Warn when clouds arrive but never pair with camera images (a dead stream)."""
+        clouds, frames = self.health.counts.get("clouds_in", 0), self.health.counts.get(
+            "frames_in", 0)
+        new_clouds, new_frames = clouds - self._unsynced[0], frames - self._unsynced[1]
+        self._unsynced = [clouds, frames]
+        if new_clouds > 0 and new_frames == 0:
+            self.health.warn("unsynchronised", f"{new_clouds} clouds without images within "
+                             f"the sync slop from {self.camera_names}: is a camera stream "
+                             "down or its clock off?")
+
     def _on_info(self, name: str, msg) -> None:
         try:
             self.infos[name] = camera_info_to_model(msg)
@@ -123,6 +143,10 @@ class SegmentationNode(Node):
             return
         self._last_out = now
         self.worker.submit(Frame(cloud_msg, list(image_msgs)))
+
+    def destroy_node(self) -> None:
+        self.worker.stop()
+        super().destroy_node()
 
     def _on_error(self, exc: BaseException) -> None:
         self.health.warn("processing_error", f"segmentation failed: {type(exc).__name__}: {exc}")
@@ -153,7 +177,7 @@ class SegmentationNode(Node):
             cam = self.infos.get(name)
             if cam is None:
                 self.health.warn("missing_camera_info", f"camera {name}: no CameraInfo yet; "
-                                 "segmenting without it")
+                                 "segmenting without it", throttle_key=f"missing_info:{name}")
                 continue
             try:
                 rgb = image_to_rgb(msg)
@@ -163,11 +187,13 @@ class SegmentationNode(Node):
                 frame_id = msg.header.frame_id or cam.frame_id
                 T = self.extrinsics.lookup(frame_id, cloud.frame_id, cloud.stamp)
             except ConversionError as exc:
-                self.health.warn("bad_image", f"camera {name}: {exc}")
+                self.health.warn("bad_image", f"camera {name}: {exc}",
+                                 throttle_key=f"bad_image:{name}")
                 continue
             except TransformError as exc:
                 self.health.warn("missing_transform", f"camera {name}: no transform "
-                                 f"{msg.header.frame_id} <- {cloud.frame_id}: {exc}")
+                                 f"{msg.header.frame_id} <- {cloud.frame_id}: {exc}",
+                                 throttle_key=f"missing_transform:{name}", error=True)
                 continue
             views.append(ViewInput(rgb, cam, T.matrix,
                                    key=(msg.header.frame_id, stamp_to_ns(msg.header.stamp))))

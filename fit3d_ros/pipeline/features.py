@@ -121,7 +121,7 @@ class PCAPreview:
         self.hi: torch.Tensor | None = None
 
     def fit(self, patch: torch.Tensor) -> None:
-        x = patch.flatten(1).T.double()                  # (h*w, C)
+        x = patch.detach().flatten(1).T.double()         # (h*w, C)
         self.mean = x.mean(0)
         _, _, v = torch.linalg.svd(x - self.mean, full_matrices=False)
         basis = v[:3].T                                  # (C, k<=3)
@@ -136,6 +136,6 @@ class PCAPreview:
         if self.basis is None or self.basis.shape[0] != patch.shape[0]:
             self.fit(patch)
         c, h, w = patch.shape
-        y = (patch.flatten(1).T.double() - self.mean) @ self.basis
+        y = (patch.detach().flatten(1).T.double() - self.mean) @ self.basis
         y = (y - self.lo) / (self.hi - self.lo).clamp_min(1e-12)
-        return (y.clamp(0, 1) * 255).round().to(torch.uint8).reshape(h, w, 3).numpy()
+        return (y.clamp(0, 1) * 255).round().to(torch.uint8).reshape(h, w, 3).cpu().numpy()

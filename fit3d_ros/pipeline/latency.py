@@ -5,6 +5,7 @@ constant memory; percentiles come from numpy over that window.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -21,8 +22,11 @@ class LatencyStats:
     window: int = 1000
     stages: dict[str, deque] = field(default_factory=dict)
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     def add(self, stage: str, ms: float) -> None:
-        self.stages.setdefault(stage, deque(maxlen=self.window)).append(float(ms))
+        with self._lock:  # the worker adds while a diagnostics timer reads
+            self.stages.setdefault(stage, deque(maxlen=self.window)).append(float(ms))
 
     @contextmanager
     def time(self, stage: str) -> Iterator[None]:
@@ -34,15 +38,15 @@ class LatencyStats:
             self.add(stage, (time.perf_counter() - t0) * 1e3)
 
     def last(self) -> dict[str, float]:
-        return {k: v[-1] for k, v in self.stages.items() if v}
+        with self._lock:
+            return {k: v[-1] for k, v in self.stages.items() if v}
 
     def summary(self) -> dict[str, dict[str, float]]:
         """{stage: {"p50", "p90", "p99", "mean", "count"}} over the window."""
         out: dict[str, dict[str, float]] = {}
-        for name, values in self.stages.items():
-            if not values:
-                continue
-            a = np.asarray(values)
+        with self._lock:
+            copies = {name: np.asarray(values) for name, values in self.stages.items() if values}
+        for name, a in copies.items():
             p50, p90, p99 = np.percentile(a, [50, 90, 99])
             out[name] = {"p50": float(p50), "p90": float(p90), "p99": float(p99),
                          "mean": float(a.mean()), "count": int(a.size)}

@@ -93,15 +93,18 @@ class _Run:
         self.shared = SharedResults(capacity=64)
         self.segmenter = (Segmenter(cfg.checkpoint, device=cfg.device, view=cfg.view)
                           if cfg.checkpoint else None)
-        feat_cfg = cfg.features
-        if feat_cfg is None and self.segmenter is not None and self.segmenter.inject:
-            feat_cfg = self.segmenter.feature_config(cfg.device)
-        self.extractor = (self.segmenter.extractor if self.segmenter is not None and
-                          self.segmenter.extractor is not None and cfg.features is None
-                          else FeatureExtractor(feat_cfg) if feat_cfg is not None else None)
-        if self.segmenter is not None and self.segmenter.inject:
-            self.segmenter.extractor = None
-            self.segmenter._feature_fn = lambda v: self._features(v.key, v.rgb)
+        # the segmenter keeps its checkpoint's backbone; feature outputs use --backbone if
+        # given, else the same backbone (then one pass per image serves both)
+        seg_cfg = (self.segmenter.feature_config(cfg.device)
+                   if self.segmenter is not None and self.segmenter.inject else None)
+        out_cfg = cfg.features or seg_cfg
+        self.extractor = (self.segmenter.extractor if out_cfg is not None and out_cfg == seg_cfg
+                          else FeatureExtractor(out_cfg) if out_cfg is not None else None)
+        if seg_cfg is not None:
+            seg_ex = self.segmenter.extractor
+            tag = "out" if seg_ex is self.extractor else "seg"
+            self.segmenter.share_features(
+                lambda v: self.shared.get((tag, *v.key), lambda: seg_ex(v.rgb)))
         self.pca: dict[str, PCAPreview] = {}
         self.infos: dict[str, Any] = {}
         self.previews: dict[str, list[np.ndarray]] = {}
@@ -110,7 +113,7 @@ class _Run:
         self.writer = BagWriter(out / "outputs.mcap", overwrite=True)
 
     def _features(self, key, rgb):
-        return self.shared.get(key, lambda: self.extractor(rgb))
+        return self.shared.get(("out", *key), lambda: self.extractor(rgb))
 
 
     # ------------------------------------------------------------------ per message
@@ -165,7 +168,8 @@ class _Run:
                                   cloud.stamp)
             except (ConversionError, ValueError, TransformError) as exc:
                 self.counts.skipped_cameras += 1
-                self.counts.error(f"{topic} message {im.index}: camera skipped: {exc}")
+                if len(self.counts.errors) < 20:
+                    self.counts.errors.append(f"{topic} message {im.index}: camera skipped: {exc}")
                 continue
             views.append(ViewInput(rgb, cam, T.matrix,
                                    key=(im.msg.header.frame_id, stamp_to_ns(im.msg.header.stamp))))
@@ -207,7 +211,7 @@ class _Run:
 
         def matched(cloud_m, *image_ms) -> None:
             self.counts.frames_synced += 1
-            self.on_frame(cloud_m, list(image_ms), use_cams, state["buffer"])
+            self._guarded(self.on_frame, cloud_m, list(image_ms), use_cams, state["buffer"])
 
         sync = ApproximateTimeSynchronizer(1 + len(use_cams), self.cfg.queue_size,
                                            self.cfg.slop_s, matched)
@@ -223,7 +227,7 @@ class _Run:
                 except (ConversionError, ValueError) as exc:
                     self.counts.error(f"{m.topic} message {m.index}: {exc}")
             elif m.topic in cams:
-                self.on_image(m, m.topic)
+                self._guarded(self.on_image, m, m.topic)
                 if m.topic in use_cams:
                     self._feed(sync, 1 + use_cams.index(m.topic), m)
             elif m.topic == cloud_topic:
@@ -238,6 +242,13 @@ class _Run:
             t_read = time.perf_counter()
         if progress:
             print()
+
+    def _guarded(self, fn, m, *args) -> None:
+        """Run one message's processing; a failure is counted and reported, not fatal."""
+        try:
+            fn(m, *args)
+        except Exception as exc:  # noqa: BLE001 - keep replaying, like the nodes do
+            self.counts.error(f"{m.topic} message {m.index}: {type(exc).__name__}: {exc}")
 
     def _feed(self, sync: ApproximateTimeSynchronizer, index: int, m) -> None:
         try:
@@ -273,7 +284,7 @@ def replay_bag(path: str | Path, out_dir: str | Path, cfg: ReplayConfig | None =
         "weights": _weights_note(run),
         "counts": asdict(run.counts),
         "frames_in": run.counts.clouds_in, "frames_out": run.counts.clouds_out,
-        "drops": run.counts.clouds_in - run.counts.clouds_out,
+        "drops": (run.counts.clouds_in - run.counts.clouds_out) if run.segmenter else 0,
         "latency_ms": lat, "wall_s": wall, "io_share": io_ms / 1e3 / wall if wall else None,
     }
     if run.evaluator is not None:

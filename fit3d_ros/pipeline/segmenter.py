@@ -82,6 +82,11 @@ class Segmenter:
             raise ValueError("this checkpoint has no 2D backbone (image-free model)")
         return self.pre.backbone.feature_config(device)
 
+    def share_features(self, feature_fn: Callable[[ViewInput], FeatureResult]) -> None:
+        """Take 2D features from `feature_fn` (e.g. a per-image cache) instead of running
+        this segmenter's own extractor."""
+        self._feature_fn = feature_fn
+
     def _features(self, view: ViewInput) -> FeatureResult:
         if self._feature_fn is not None:
             return self._feature_fn(view)

@@ -10,8 +10,9 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (ros extra)")
 
 from fit3d_ros.logs.convert import KITTI_TOPICS, kitti_to_bag  # noqa: E402
 from fit3d_ros.logs.datasets import read_kitti_object  # noqa: E402
-from fit3d_ros.msgs import (cloud_to_pointcloud2, numpy_to_image, pointcloud2_to_cloud,  # noqa: E402
-                            pointcloud2_to_numpy, rclpy_types)
+from fit3d_ros.msgs import (cloud_to_pointcloud2, model_to_camera_info,  # noqa: E402
+                            numpy_to_image, pointcloud2_to_cloud, pointcloud2_to_numpy,
+                            rclpy_types)
 from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput  # noqa: E402
 from fit3d_ros.sensors import PointCloud  # noqa: E402
 
@@ -103,26 +104,34 @@ def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env)
             probe = rclpy.create_node("probe", context=ctx)
             pc_pub = probe.create_publisher(PointCloud2, KITTI_TOPICS["cloud"], 10)
             im_pub = probe.create_publisher(Image, KITTI_TOPICS["image"], 10)
+            from sensor_msgs.msg import CameraInfo
+
+            info_pub = probe.create_publisher(CameraInfo, KITTI_TOPICS["info"], 10)
             probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
                                       got["seg"].append, 10)
             probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
             step = {"i": 0}
 
             def send() -> bool:
-                # no CameraInfo is ever sent: the camera is skipped, clouds still segmented
+                # phase A (10 frames): no CameraInfo -> camera skipped, cloud still segmented;
+                # phase B: CameraInfo, then a cycle of NaN cloud / wrong-size image / good
                 step["i"] += 1
-                s = stamp + step["i"] * 10**8
-                bad = [nan_cloud, small]
-                cloud = bad[step["i"] % 2]
+                i = step["i"]
+                s = stamp + i * 10**8
+                if i > 10:
+                    info_pub.publish(model_to_camera_info(frame.camera, s, frame.image.frame_id,
+                                                          types))
+                kind = "good" if i <= 10 else ("nan", "wrong", "good")[i % 3]
+                cloud = nan_cloud if kind == "nan" else small
                 cloud.stamp = s
-                pc_pub.publish(cloud_to_pointcloud2(cloud, types))
-                im = wrong_size if step["i"] % 3 == 0 else img
+                im = wrong_size if kind == "wrong" else img
                 im.header.stamp.sec, im.header.stamp.nanosec = divmod(s, 10**9)
                 im_pub.publish(im)
-                time.sleep(0.1)
+                pc_pub.publish(cloud_to_pointcloud2(cloud, types))
+                time.sleep(0.3)  # one frame at a time: the worker sees every kind
                 c = counts()
                 return (bool(got["seg"]) and c.get("empty_cloud", 0) >= 1
-                        and c.get("missing_camera_info", 0) >= 1)
+                        and c.get("missing_camera_info", 0) >= 1 and c.get("bad_image", 0) >= 1)
 
             ok = spin_until(ctx, probe, send, 120, proc)
             alive = proc.poll() is None

@@ -70,5 +70,47 @@ def test_replay_semantickitti_scores_labels(shared_data, tmp_path):
 
 
 def test_replay_counts_bad_messages_and_needs_work(shared_data, tmp_path):
+    """A corrupt image is counted and skipped; the other frames are still processed."""
+    from fit3d_ros.logs.bag import BagWriter
+    from fit3d_ros.msgs import numpy_to_image, rosbags_types
+
     with pytest.raises(ValueError, match="nothing to do"):
         replay_bag(tmp_path / "x.mcap", tmp_path / "out", ReplayConfig())
+    types = rosbags_types()
+    rgb = np.zeros((28, 42, 3), np.uint8)
+    bag = tmp_path / "bad.mcap"
+    with BagWriter(bag) as w:
+        for i in range(3):
+            msg = numpy_to_image(rgb + i, "rgb8", 10**9 * (i + 1), "cam", types)
+            if i == 1:
+                msg.step = 7  # size/step mismatch
+            w.write("/cam/image_raw", "sensor_msgs/msg/Image", 10**9 * (i + 1), msg)
+    from fit3d_ros.pipeline.features import FeatureConfig
+
+    feats = FeatureConfig(backbone="vit_tiny_test", random_init=True, token_budget=6)
+    metrics = replay_bag(bag, tmp_path / "out", ReplayConfig(features=feats,
+                                                            cameras=["/cam/image_raw"]))
+    assert metrics["counts"]["images_in"] == 3 and metrics["counts"]["features_out"] == 2
+    assert metrics["counts"]["bad_messages"] == 1
+    assert "message 1" in metrics["counts"]["errors"][0]
+
+
+def test_replay_feature_backbone_does_not_replace_the_checkpoints(shared_data, tmp_path):
+    """--backbone changes the feature outputs only; segmentation keeps its own backbone."""
+    from fit3d_ros.pipeline.features import FeatureConfig
+
+    bag = tmp_path / "kitti.mcap"
+    kitti_to_bag(shared_data / "kitti" / "object", bag, frames=["000000"])
+    ckpt = tiny_checkpoint(tmp_path / "ditr.ckpt", inject=True)
+    plain = replay_bag(bag, tmp_path / "a", ReplayConfig(checkpoint=str(ckpt)))
+    other = FeatureConfig(backbone="vit_tiny_test", random_init=True, seed=3, token_budget=40)
+    mixed = replay_bag(bag, tmp_path / "b", ReplayConfig(checkpoint=str(ckpt), features=other))
+    assert plain["frames_out"] == mixed["frames_out"] == 1
+    with BagReader(tmp_path / "a" / "outputs.mcap") as a, \
+            BagReader(tmp_path / "b" / "outputs.mcap") as b:
+        la = pointcloud2_to_cloud(next(a.messages(["/segmentation"])).msg).label
+        lb = pointcloud2_to_cloud(next(b.messages(["/segmentation"])).msg).label
+        fa = image_to_numpy(next(a.messages(["/camera/color/features"])).msg)
+        fb = image_to_numpy(next(b.messages(["/camera/color/features"])).msg)
+    np.testing.assert_array_equal(la, lb)
+    assert fa.shape[0] * fa.shape[1] > 2 * fb.shape[0] * fb.shape[1]  # 150 vs 40 tokens
