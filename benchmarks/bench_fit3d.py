@@ -59,7 +59,7 @@ def _seg_folder(root: Path, n: int = 20, size: int = 112) -> Path:
     return root
 
 
-def run(backbone: str, config: str, threads: int, work: Path) -> dict:
+def run(backbone: str, config: str, threads: int, work: Path, reuse: bool = False) -> dict:
     rgbd = DATA / "rgbd"
     bb = ["--backbone", backbone, "--random-init", "--config", config,
           "--threads", str(threads), "--no-progress", "--json"]
@@ -69,10 +69,13 @@ def run(backbone: str, config: str, threads: int, work: Path) -> dict:
     out: dict = {"backbone": backbone, "random_init": True, "config": config,
                  "threads": threads, "times_s": {}}
     t = out["times_s"]
-    out["lift_7scenes"], t["lift_7scenes"] = _run(["lift", *seven, *bb, "-o", str(s7),
-                                                   "--force"])
-    out["lift_redwood"], t["lift_redwood"] = _run(["lift", *redwood, *bb, "-o", str(rw),
-                                                   "--force"])
+    for key, path, src in (("lift_7scenes", s7, seven), ("lift_redwood", rw, redwood)):
+        if reuse and path.is_file():  # keep an earlier lift of the same work folder
+            from fit3d_ros.training.scene_file import load_scene_file
+            m = load_scene_file(path).meta["metrics"]
+            out[key], t[key] = {**m, "reused": True}, m["seconds"]
+        else:
+            out[key], t[key] = _run(["lift", *src, *bb, "-o", str(path), "--force"])
     out["finetune"], t["finetune"] = _run(["finetune", str(s7), str(rw), *bb, "-o", str(ft),
                                            "--force"])
     ev = [*bb, "--finetuned", str(ft)]
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="tiny", choices=["tiny", "default"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, help="keep outputs here (default: a temp dir)")
+    p.add_argument("--reuse", action="store_true", help="reuse scene files in --work")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not (DATA / "rgbd").is_dir():
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        r = run(args.backbone, args.config, args.threads, work)
+        r = run(args.backbone, args.config, args.threads, work, args.reuse)
     if args.json:
         print(json.dumps(r))
         return 0
