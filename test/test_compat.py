@@ -164,6 +164,5 @@ def test_spconv_cpu_scatter_race_fixed(tmp_path):
         patch="from fit3d_ros import compat; compat.patch_spconv_scatter()"), None, tmp_path)
     assert fixed.returncode == 0, fixed.stderr
     assert "bad 0" in fixed.stdout
-    bare = _run(SUBM_VS_DENSE.format(patch=""), None, tmp_path)
-    assert bare.returncode == 0, bare.stderr
-    assert "bad 0" not in bare.stdout  # upstream kernel races (shows that the fix matters)
+    # Without the fix this script printed "bad 3" on an idle 2-core machine (a race, so
+    # not asserted here: under load the two threads may never overlap).
