@@ -8,10 +8,12 @@ stage timed and published on ``~/latency_ms`` (std_msgs/String JSON, readable wi
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from typing import Any, Callable
 
+import rclpy
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -151,3 +153,24 @@ def declare(node: Node, name: str, default: Any, description: str = "") -> Any:
 def has_subscribers(*publishers: Any) -> bool:
     """True if any publisher has a subscriber (lazy processing: no work while unobserved)."""
     return any(p.get_subscription_count() > 0 for p in publishers)
+
+
+def run_node(factory, args: list[str] | None = None) -> int:
+    """Init rclpy, build the node (start-up errors → message + exit 1), spin until shutdown."""
+    rclpy.init(args=args)
+    try:
+        try:
+            node = factory()
+        except Exception as exc:  # noqa: BLE001 - start-up failure: say why, exit non-zero
+            print(f"[fit3d_ros] start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            rclpy.spin(node)
+        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+            pass
+        finally:
+            node.destroy_node()
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

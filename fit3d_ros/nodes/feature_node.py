@@ -12,7 +12,6 @@ import sys
 import time
 from dataclasses import fields
 
-import rclpy
 from rclpy.node import Node
 
 from fit3d_ros.msgs import ConversionError, image_to_rgb, numpy_to_image, rclpy_types, stamp_to_ns
@@ -20,7 +19,7 @@ from fit3d_ros.pipeline import LatestWinsWorker
 from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor, PCAPreview
 from fit3d_ros.pipeline.shared import SharedResults
 
-from .common import NodeHealth, declare, has_subscribers, qos_from_name
+from .common import NodeHealth, declare, has_subscribers, qos_from_name, run_node
 
 _DESCRIPTIONS = {
     "backbone": "ViT short name (dinov2_small, ...) or timm model name",
@@ -125,27 +124,6 @@ class FeatureNode(Node):
                                                     frame, self.types))
         self.health.count("features_out")
         self.health.publish_latency(self.health.latency.last())
-
-
-def run_node(factory, args: list[str] | None = None) -> int:
-    """Init rclpy, build the node (start-up errors → message + exit 1), spin until shutdown."""
-    rclpy.init(args=args)
-    try:
-        try:
-            node = factory()
-        except Exception as exc:  # noqa: BLE001 - start-up failure: say why, exit non-zero
-            print(f"[fit3d_ros] start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-        try:
-            rclpy.spin(node)
-        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-            pass
-        finally:
-            node.destroy_node()
-    finally:
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
 
 
 def main(args: list[str] | None = None) -> int:

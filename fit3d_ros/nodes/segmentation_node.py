@@ -27,7 +27,7 @@ from fit3d_ros.sensors import CameraModel, PointCloud
 from fit3d_ros.sensors.sync import make_ros_synchronizer, make_subscriber
 from fit3d_ros.sensors.tf_buffer import TransformError
 
-from .common import NodeHealth, declare, has_subscribers, qos_from_name
+from .common import NodeHealth, declare, has_subscribers, qos_from_name, run_node
 from .extrinsics import Extrinsics
 
 MODES = ("ditr", "image_free", "rgbd")
@@ -228,8 +228,6 @@ class SegmentationNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    from .feature_node import run_node
-
     return run_node(SegmentationNode, args if args is not None else sys.argv)
 
 
