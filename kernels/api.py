@@ -3,9 +3,9 @@
 Design note: a functional API in gsplat's style. The call validates its arguments
 (validation.py), picks a backend, and for `torch`/`cpu` runs the shared projection
 (projection.py: EWA, culling, depth sort; torch autograd) and then one of two
-compositors over the packed per-Gaussian channels [r, g, b, z, f_1..f_D]: the
-pure-torch reference (torch_ref.py) or the C++ kernel (cpu.py). Depth is composited as
-a channel (Σ wᵢzᵢ), and feature channels are composited with detached weights when
+compositors over the per-Gaussian channels [r, g, b, z] and the feature rows f_1..f_D:
+the pure-torch reference (torch_ref.py) or the C++ kernel (cpu.py). Depth is composited
+as a channel (Σ wᵢzᵢ), and feature channels are composited with detached weights when
 `detach_geometry_for_features` is set, so the feature loss moves only `features`
 (FiT3D's gradient separation). `cuda` hands the whole job to gsplat (cuda.py).
 """
@@ -91,14 +91,12 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
         ids = proj.ids
         rgb_vis = (colors[ids] if sh_degree is None
                    else sh_to_rgb(colors[ids], sh_degree, means[ids], viewmat))
-        parts = [rgb_vis, proj.depths[:, None]] + ([] if features is None else [features[ids]])
-        packed = torch.cat(parts, dim=1)
-        geom = 4 if features is not None and detach_geometry_for_features else packed.shape[1]
+        rgbd = torch.cat([rgb_vis, proj.depths[:, None]], dim=1)
         composite = cpu.composite_cpu if chosen == "cpu" else torch_ref.composite_torch
-        image, alpha = composite(proj.means2d, proj.conics, opacities[ids], packed, proj.rect,
-                                 width, height, geom)
-        rgb, depth = image[..., :3], image[..., 3:4]
-        feats = None if features is None else image[..., 4:]
+        rgbd_img, feats, alpha = composite(proj.means2d, proj.conics, opacities[ids], rgbd,
+                                           features, ids, proj.rect, width, height,
+                                           detach_geometry_for_features)
+        rgb, depth = rgbd_img[..., :3], rgbd_img[..., 3:]
         means2d, radii = proj.means2d_all, proj.radii_all
     if bg is not None:
         rgb = rgb + (1.0 - alpha) * bg

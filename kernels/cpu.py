@@ -2,8 +2,8 @@
 
 Design note: the extension in csrc/raster_cpu.cpp is compiled on first use with
 torch.utils.cpp_extension.load (ninja + the C++ compiler torch is configured with,
-`-O3 -march=native -fopenmp`) into a user cache directory keyed by torch version, Python
-version and CPU flags, so later imports, processes and test runs reuse the build. The
+`-O3 -march=native -fopenmp`) into a user cache directory keyed by the sources, torch and
+Python versions and CPU flags, so later imports, processes and test runs reuse the build. The
 build is needed only by the `cpu` backend; when the compiler or ninja is missing,
 `load_extension` raises `KernelBuildError` naming the missing tool. Floating-point
 contraction is disabled so the kernel evaluates alpha with the same float operations as
@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 _CSRC = Path(__file__).resolve().parent / "csrc" / "raster_cpu.cpp"
-_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math",
+           "-fno-math-errno", "-fopenmp"]
 _LOCK = threading.Lock()
 _EXT: ModuleType | None = None
 
@@ -40,15 +41,16 @@ def cache_dir() -> Path:
 
 
 def _machine_tag() -> str:
-    """Hash of what makes a -march=native build non-portable."""
+    """Hash of the sources and of what makes a -march=native build non-portable."""
     flags = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = next((ln for ln in f if ln.startswith(("flags", "Features"))), "")
     except OSError:
         pass
+    sources = "".join(p.read_text() for p in sorted(_CSRC.parent.glob("*.[ch]*")))
     key = "|".join([torch.__version__, sys.version.split()[0], platform.machine(), flags,
-                    " ".join(_CFLAGS)])
+                    " ".join(_CFLAGS), sources])
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -99,28 +101,38 @@ class _CompositeCPU(torch.autograd.Function):
     """Compositing with the C++ forward and hand-written backward."""
 
     @staticmethod
-    def forward(ctx, means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor,
-                rect: Tensor, width: int, height: int, geom_channels: int):
+    def forward(ctx, means2d: Tensor, conics: Tensor, opacities: Tensor, rgbd: Tensor,
+                features: Tensor, feat_rows: Tensor, rect: Tensor, width: int, height: int,
+                detach_features: bool):
         ext = load_extension()
-        tensors = [t.contiguous() for t in (means2d, conics, opacities, colors)]
-        image, alpha, trans, last, offsets, ids = ext.forward(*tensors, rect, width, height)
-        ctx.save_for_backward(*tensors, rect, offsets, ids, trans, last)
-        ctx.size = (width, height, geom_channels)
-        return image, alpha.unsqueeze(-1)
+        tensors = [t.contiguous() for t in (means2d, conics, opacities, rgbd, features)]
+        rgbd_img, feat_img, alpha, trans, last, offsets, ids = ext.forward(
+            *tensors, feat_rows, rect, width, height)
+        ctx.save_for_backward(*tensors, feat_rows, rect, offsets, ids, trans, last)
+        ctx.size = (width, height, detach_features)
+        return rgbd_img, feat_img, alpha.unsqueeze(-1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_image: Tensor, grad_alpha: Tensor):
-        width, height, geom_channels = ctx.size
-        grads = load_extension().backward(*ctx.saved_tensors, grad_image.contiguous(),
-                                          grad_alpha.contiguous(), width, height,
-                                          geom_channels)
-        return (*grads, None, None, None, None)
+    def backward(ctx, grad_rgbd: Tensor, grad_feat: Tensor, grad_alpha: Tensor):
+        width, height, detach_features = ctx.size
+        grads = load_extension().backward(*ctx.saved_tensors, grad_rgbd.contiguous(),
+                                          grad_feat.contiguous(), grad_alpha.contiguous(),
+                                          width, height, detach_features)
+        return (*grads, None, None, None, None, None)
 
 
-def composite_cpu(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor,
-                  rect: Tensor, width: int, height: int, geom_channels: int,
-                  ) -> tuple[Tensor, Tensor]:
-    """Composite M depth-sorted Gaussians into an (H,W,C) image and (H,W,1) alpha."""
-    return _CompositeCPU.apply(means2d, conics, opacities, colors, rect, width, height,
-                               geom_channels)
+def composite_cpu(means2d: Tensor, conics: Tensor, opacities: Tensor, rgbd: Tensor,
+                  features: Tensor | None, feat_rows: Tensor, rect: Tensor, width: int,
+                  height: int, detach_features: bool,
+                  ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Composite M depth-sorted Gaussians: (H,W,4) rgb+depth, (H,W,D) features, (H,W,1) alpha.
+
+    `features` (N,D) is read (and its gradient written) at rows `feat_rows` (M,) in place,
+    without gathering a copy.
+    """
+    feats = rgbd.new_zeros(0, 0) if features is None else features
+    rgbd_img, feat_img, alpha = _CompositeCPU.apply(means2d, conics, opacities, rgbd, feats,
+                                                    feat_rows, rect, width, height,
+                                                    detach_features)
+    return rgbd_img, None if features is None else feat_img, alpha

@@ -141,8 +141,10 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     front = ((z_all >= near_plane) & (opacities.detach() >= ALPHA_MIN)).nonzero()[:, 0]
 
     means_c = means[front] @ rot.transpose(0, 1) + trans
-    # (W R S)ᵀ = S Rᵀ Wᵀ; matmul with a 2D right operand folds into one fast GEMM.
-    cov_factor = scales[front][:, :, None] * (quat_to_rotmat(quats[front]).transpose(1, 2)
+    # (W R S)ᵀ = S Rᵀ Wᵀ; Rᵀ is the rotation of the conjugate quaternion, built contiguous
+    # so that the matmul with a 2D right operand folds into one fast GEMM.
+    conj = quats.new_tensor([1.0, -1.0, -1.0, -1.0])
+    cov_factor = scales[front][:, :, None] * (quat_to_rotmat(quats[front] * conj)
                                               @ rot.transpose(0, 1))
     means2d, xx, xy, yy = _project_2d(means_c, cov_factor, K, width, height)
     xx = xx + eps2d

@@ -45,10 +45,16 @@ def composite_pixels(px: Tensor, py: Tensor, means2d: Tensor, conics: Tensor,
     return out, weights.sum(dim=1, keepdim=True)
 
 
-def composite_torch(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor,
-                    rect: Tensor, width: int, height: int, geom_channels: int,
-                    block: int = DEFAULT_BLOCK) -> tuple[Tensor, Tensor]:
-    """Composite M depth-sorted Gaussians into an (H,W,C) image and (H,W,1) alpha."""
+def composite_torch(means2d: Tensor, conics: Tensor, opacities: Tensor, rgbd: Tensor,
+                    features: Tensor | None, feat_rows: Tensor, rect: Tensor, width: int,
+                    height: int, detach_features: bool, block: int = DEFAULT_BLOCK,
+                    ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Composite M depth-sorted Gaussians: (H,W,4) rgb+depth, (H,W,D) features, (H,W,1) alpha.
+
+    Same contract as `cpu.composite_cpu`: `features` (N,D) is used at rows `feat_rows`.
+    """
+    colors = rgbd if features is None else torch.cat([rgbd, features[feat_rows]], dim=1)
+    geom_channels = 4 if detach_features else colors.shape[1]
     grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (means2d, conics, opacities, colors))
     rows_img, rows_alpha = [], []
@@ -73,4 +79,6 @@ def composite_torch(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: 
             row_alpha.append(alpha.reshape(y1 - y0, x1 - x0, 1))
         rows_img.append(torch.cat(row_img, dim=1))
         rows_alpha.append(torch.cat(row_alpha, dim=1))
-    return torch.cat(rows_img, dim=0), torch.cat(rows_alpha, dim=0)
+    image = torch.cat(rows_img, dim=0)
+    feats = None if features is None else image[..., 4:]
+    return image[..., :4], feats, torch.cat(rows_alpha, dim=0)
