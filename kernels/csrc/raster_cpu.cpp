@@ -87,6 +87,25 @@ struct Images {  // rgbd (H,W,4), features (H,W,D), per-pixel transmittance and 
   int32_t* last;
 };
 
+// y += a * x over n entries (y never aliases x here).
+template <typename scalar_t>
+inline void axpy(scalar_t* __restrict y, scalar_t a, const scalar_t* __restrict x, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) y[c] += a * x[c];
+}
+
+// <a, b> over n entries: 8 independent partial sums (vectorised), summed as a tree.
+template <typename scalar_t>
+inline double dot(const scalar_t* a, const scalar_t* b, int64_t n) {
+  scalar_t part[8] = {};
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8)
+    for (int j = 0; j < 8; ++j) part[j] += a[c + j] * b[c + j];
+  double tail = 0;
+  for (; c < n; ++c) tail += double(a[c]) * double(b[c]);
+  return tail + double((part[0] + part[1]) + (part[2] + part[3]))
+      + double((part[4] + part[5]) + (part[6] + part[7]));
+}
+
 template <typename scalar_t>
 void forward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
                   const int64_t* offsets, const int32_t* ids, const Images<scalar_t>& img) {
@@ -121,10 +140,8 @@ void forward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
         }
         const scalar_t w = alpha * scalar_t(trans[p]);
         const int64_t pix = y * geo.width + x;
-        scalar_t* dst = img.rgbd + pix * 4;
-        for (int c = 0; c < 4; ++c) dst[c] += w * sp.col[c];
-        dst = img.feats + pix * D;
-        for (int64_t c = 0; c < D; ++c) dst[c] += w * sp.feat[c];
+        axpy(img.rgbd + pix * 4, w, sp.col, 4);
+        axpy(img.feats + pix * D, w, sp.feat, D);
         trans[p] = next;
         last[p] = static_cast<int32_t>(k - offsets[t]);
       }
@@ -136,19 +153,6 @@ void forward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
       img.trans[pix] = scalar_t(trans[p]);
       img.last[pix] = last[p];
     }
-}
-
-// <a, b> over n entries: 8 independent partial sums (vectorised), summed as a tree.
-template <typename scalar_t>
-inline double dot(const scalar_t* a, const scalar_t* b, int64_t n) {
-  scalar_t part[8] = {};
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8)
-    for (int j = 0; j < 8; ++j) part[j] += a[c + j] * b[c + j];
-  double tail = 0;
-  for (; c < n; ++c) tail += double(a[c]) * double(b[c]);
-  return tail + double((part[0] + part[1]) + (part[2] + part[3]))
-      + double((part[4] + part[5]) + (part[6] + part[7]));
 }
 
 template <typename scalar_t>
@@ -207,9 +211,8 @@ void backward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
         const scalar_t w = scalar_t(double(alpha) * t_before);
         const scalar_t* g4 = grad.rgbd + pix * 4;
         const scalar_t* gf = grad.feats + pix * D;
-        for (int c = 0; c < 4; ++c) dcol[c] += w * g4[c];
-        scalar_t* df = dfeat.data();
-        for (int64_t c = 0; c < D; ++c) df[c] += w * gf[c];
+        axpy(dcol, w, g4, 4);
+        axpy(dfeat.data(), w, gf, D);
         // dC/dalpha_i = T_i (c_i - b_i), b_i the colour behind i over T_{i+1}; only the
         // scalar behind[p] = <dL/dC, b_i> is needed, updated as b <- alpha c_i + (1-alpha) b.
         double g_col = dot(g4, sp.col, 4);
