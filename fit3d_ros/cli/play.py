@@ -26,8 +26,10 @@ def _run(args: argparse.Namespace) -> int:
         from fit3d_ros.cli.main import CommandError
         raise CommandError(f"rclpy is not importable ({exc}); install the ros extra: "
                            "pip install -c constraints.txt -e '.[ros]'") from exc
+    from fit3d_ros.nodes.common import prefer_large_data_transport
     from fit3d_ros.nodes.player import PlayConfig, play
 
+    prefer_large_data_transport()
     cfg = PlayConfig(rate=args.rate, loop=args.loop, topics=args.topics,
                      clock=not args.no_clock, delay_s=args.delay, duration_s=args.duration)
     rclpy.init()

@@ -8,6 +8,7 @@ stage timed and published on ``~/latency_ms`` (std_msgs/String JSON, readable wi
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,13 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from fit3d_ros.pipeline import LatencyStats, WorkerCounters
 
 QOS_CHOICES = ("sensor_data", "reliable", "transient_local")
+
+
+def prefer_large_data_transport() -> None:
+    """Fast DDS's LARGE_DATA builtin transports (shared memory + TCP) unless the user
+    chose otherwise: clouds and images are megabytes, and the default UDP path cost
+    1.5 s per frame here (benchmarks/bench_pipeline.py). Call before rclpy.init."""
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
 
 def qos_from_name(name: str, depth: int = 5) -> QoSProfile:
@@ -157,6 +165,7 @@ def has_subscribers(*publishers: Any) -> bool:
 
 def run_node(factory, args: list[str] | None = None) -> int:
     """Init rclpy, build the node (start-up errors → message + exit 1), spin until shutdown."""
+    prefer_large_data_transport()
     rclpy.init(args=args)
     try:
         try:

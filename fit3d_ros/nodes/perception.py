@@ -17,6 +17,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
 from fit3d_ros.pipeline.shared import SharedResults
 
+from .common import prefer_large_data_transport
 from .feature_node import FeatureNode
 from .segmentation_node import SegmentationNode
 
@@ -41,6 +42,7 @@ def build(shared: SharedResults | None = None) -> tuple[FeatureNode, Segmentatio
 
 
 def main(args: list[str] | None = None) -> int:
+    prefer_large_data_transport()
     rclpy.init(args=args if args is not None else sys.argv)
     nodes = []
     try:
