@@ -90,7 +90,7 @@ struct Images {  // rgbd (H,W,4), features (H,W,D), per-pixel transmittance and 
 // y += a * x over n entries (y never aliases x here).
 template <typename scalar_t>
 inline void axpy(scalar_t* __restrict y, scalar_t a, const scalar_t* __restrict x, int64_t n) {
-  for (int64_t c = 0; c < n; ++c) y[c] += a * x[c];
+  for (int64_t c = 0; c < n; ++c) y[c] = std::fma(a, x[c], y[c]);
 }
 
 // <a, b> over n entries: 8 independent partial sums (vectorised), summed as a tree.
