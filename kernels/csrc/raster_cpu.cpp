@@ -108,9 +108,11 @@ inline double dot(const scalar_t* a, const scalar_t* b, int64_t n) {
 
 template <typename scalar_t>
 void forward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
-                  const int64_t* offsets, const int32_t* ids, const Images<scalar_t>& img) {
+                  const int64_t* offsets, const int32_t* ids, const Images<scalar_t>& img,
+                  std::vector<scalar_t>& acc) {
   const int64_t D = in.feat_dim;
   const Tile tile(t, geo);
+  acc.assign(kTilePixels * (4 + D), scalar_t(0));  // the tile's pixels, contiguous
   double trans[kTilePixels];
   int32_t last[kTilePixels];
   bool done[kTilePixels];
@@ -139,9 +141,9 @@ void forward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
           continue;
         }
         const scalar_t w = alpha * scalar_t(trans[p]);
-        const int64_t pix = y * geo.width + x;
-        axpy(img.rgbd + pix * 4, w, sp.col, 4);
-        axpy(img.feats + pix * D, w, sp.feat, D);
+        scalar_t* out = acc.data() + p * (4 + D);
+        axpy(out, w, sp.col, 4);
+        axpy(out + 4, w, sp.feat, D);
         trans[p] = next;
         last[p] = static_cast<int32_t>(k - offsets[t]);
       }
@@ -152,6 +154,8 @@ void forward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
       const int64_t pix = (tile.py0 + y) * geo.width + tile.px0 + x, p = y * kTile + x;
       img.trans[pix] = scalar_t(trans[p]);
       img.last[pix] = last[p];
+      std::copy_n(acc.data() + p * (4 + D), 4, img.rgbd + pix * 4);
+      std::copy_n(acc.data() + p * (4 + D) + 4, D, img.feats + pix * D);
     }
 }
 
@@ -298,8 +302,8 @@ std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tens
   std::vector<int64_t> offsets;
   std::vector<int32_t> ids;
   bin_gaussians(rect.data_ptr<int32_t>(), means2d.size(0), geo, offsets, ids);
-  auto rgbd_img = at::zeros({height, width, 4}, rgbd.options());
-  auto feat_img = at::zeros({height, width, feats.size(1)}, rgbd.options());
+  auto rgbd_img = at::empty({height, width, 4}, rgbd.options());  // every tile writes all
+  auto feat_img = at::empty({height, width, feats.size(1)}, rgbd.options());  // its pixels
   auto trans = at::empty({height, width}, rgbd.options());
   auto last = at::empty({height, width}, rect.options());
   AT_DISPATCH_FLOATING_TYPES(rgbd.scalar_type(), "raster_forward", [&] {
@@ -307,7 +311,8 @@ std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tens
     const Images<scalar_t> img{rgbd_img.data_ptr<scalar_t>(), feat_img.data_ptr<scalar_t>(),
                                trans.data_ptr<scalar_t>(), last.data_ptr<int32_t>()};
     for_each_tile(geo.tiles_x * geo.tiles_y, [&](int64_t t) {
-      forward_tile<scalar_t>(t, in, geo, offsets.data(), ids.data(), img);
+      thread_local std::vector<scalar_t> acc;
+      forward_tile<scalar_t>(t, in, geo, offsets.data(), ids.data(), img, acc);
     });
   });
   auto offsets_t = at::tensor(offsets, at::TensorOptions().dtype(at::kLong));
