@@ -8,11 +8,11 @@
 // each tile's list back to front, recovering T_i = T_{i+1} / (1 - alpha_i) (in double),
 // accumulates a Gaussian's gradient over the tile's pixels and adds it to the global
 // gradient once per (tile, Gaussian) under a striped lock. Memory is O(N + H*W*(4+D)) plus
-// one list entry per (tile, Gaussian) overlap. Each Gaussian carries 4 geometry channels
-// (r, g, b, camera z) and a row of the (N,D) feature matrix (read and written in place
-// through `feat_rows`). With `detach_features` the feature channels are composited with
-// weights treated as constants and send no gradient to means2d, conics or opacities
-// (FiT3D's gradient separation).
+// one list entry per (tile, Gaussian) overlap and a 16x16x(4+D) tile buffer per thread.
+// Each Gaussian carries 4 geometry channels (r, g, b, camera z) and a row of the (N,D)
+// feature matrix (read and written in place through `feat_rows`). With `detach_features`
+// the feature channels are composited with weights treated as constants and send no
+// gradient to means2d, conics or opacities (FiT3D's gradient separation).
 #include <torch/extension.h>
 
 #include <algorithm>
