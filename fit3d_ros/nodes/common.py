@@ -106,9 +106,11 @@ class NodeHealth:
             self.counts[key] = seen = self.counts.get(key, 0) + 1
             self.last_error, self._last_error_t = message, time.monotonic()
             ready = self._throttle.ready(throttle_key or key)
-        if ready:
-            log = self.node.get_logger()
-            (log.error if error else log.warning)(f"{message} (seen {seen}x)")
+        if ready:  # rclpy wants one severity per logging call site: two call sites
+            if error:
+                self.node.get_logger().error(f"{message} (seen {seen}x)")
+            else:
+                self.node.get_logger().warning(f"{message} (seen {seen}x)")
 
     def publish_latency(self, stages: dict[str, float]) -> None:
         self._latency_pub.publish(self._string(data=json.dumps(

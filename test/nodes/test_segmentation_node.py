@@ -186,3 +186,60 @@ def test_segmentation_node_rgbd_mode_on_demo_scene(tmp_path, ros_env):
     # every pixel of the room has depth: one point per pixel, all in front of the camera
     assert len(cloud) == cam.width * cam.height and cloud.xyz[:, 2].min() > 0
     assert (cloud.label >= 0).all() and (cloud.label < 19).all()
+
+
+def test_segmentation_node_reports_missing_transforms_and_unsynced_streams(
+        shared_data, kitti_setup, ros_env):
+    """No extrinsics: cameras are skipped with a transform error; clouds without images:
+    an 'unsynchronised' warning. Both counted on /diagnostics, the node keeps running."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    bag, ckpt, _ = kitti_setup
+    frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
+    args = _node_args(ckpt, "")
+    i = args.index("extrinsics_file:=")
+    proc = start(args[:i - 1] + args[i + 1:], ros_env)  # no extrinsics at all
+    types = rclpy_types()
+    small = frame.cloud.select(slice(0, None, 20))
+    diag: list = []
+
+    def counts() -> dict[str, int]:
+        best: dict[str, int] = {}
+        for arr in diag:
+            for st in arr.status:
+                for v in st.values:
+                    if v.value.isdigit():
+                        best[v.key] = max(best.get(v.key, 0), int(v.value))
+        return best
+
+    try:
+        with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
+            probe = rclpy.create_node("probe", context=ctx)
+            pc = probe.create_publisher(PointCloud2, KITTI_TOPICS["cloud"], 10)
+            im = probe.create_publisher(Image, KITTI_TOPICS["image"], 10)
+            info = probe.create_publisher(CameraInfo, KITTI_TOPICS["info"], 10)
+            probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
+                                      lambda m: None, 10)
+            probe.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)
+            step = {"i": 0}
+
+            def send() -> bool:
+                step["i"] += 1
+                s = frame.cloud.stamp + step["i"] * 10**8
+                small.stamp = s
+                if step["i"] <= 15:  # synced pairs, but no transform velodyne -> camera
+                    msg = numpy_to_image(frame.image.rgb, "rgb8", s, frame.image.frame_id, types)
+                    info.publish(model_to_camera_info(frame.camera, s, frame.image.frame_id, types))
+                    im.publish(msg)
+                pc.publish(cloud_to_pointcloud2(small, types))  # later: clouds only
+                time.sleep(0.2)
+                c = counts()
+                return c.get("missing_transform", 0) >= 1 and c.get("unsynchronised", 0) >= 1
+
+            ok = spin_until(ctx, probe, send, 90, proc)
+            alive = proc.poll() is None
+    finally:
+        log = stop(proc)
+    assert ok, (counts(), log[-2000:])
+    assert alive and "no transform" in log, log[-3000:]
