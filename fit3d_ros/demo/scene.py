@@ -21,7 +21,7 @@ _BASE = np.array(PALETTE, dtype=np.float64) / 255.0
 ROOM = (4.0, 3.0, 2.6)                    # half-length x, half-width y, height z
 BOXES = {3: ((0.6, -0.8, 0.70), (1.6, 0.4, 0.78)),   # table top (min, max)
          4: ((-2.9, 1.6, 0.0), (-2.1, 2.8, 1.6))}   # cabinet
-BALL = (4, (-0.5, -1.6, 0.35), 0.35)       # class index 5 is the ball; (cls-1 offset below)
+BALL = ((-0.5, -1.6, 0.35), 0.35)          # centre, radius (class 5)
 R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
@@ -45,7 +45,7 @@ def _hits(o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     nrm = np.zeros((n, 3))
     with np.errstate(divide="ignore", invalid="ignore"):
         # room: six planes seen from inside
-        for axis, half, c_lo, c_hi in ((0, ROOM[0], 1, 1), (1, ROOM[1], 1, 1)):
+        for axis, half in ((0, ROOM[0]), (1, ROOM[1])):  # walls (class 1)
             for sign in (-1.0, 1.0):
                 tt = (sign * half - o[:, axis]) / d[:, axis]
                 _take(tt, t, cls, nrm, 1, -sign * np.eye(3)[axis])
@@ -62,7 +62,7 @@ def _hits(o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
             tt = np.where(hit, tin, np.inf)
             better = tt < t
             t[better], cls[better], nrm[better] = tt[better], c, normal[better]
-        centre, r = np.array(BALL[1]), BALL[2]
+        centre, r = np.array(BALL[0]), BALL[1]
         oc = o - centre
         b = (oc * d).sum(1)
         disc = b * b - ((oc * oc).sum(1) - r * r)

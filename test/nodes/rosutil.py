@@ -51,3 +51,15 @@ def stop(proc: subprocess.Popen) -> str:
             proc.kill()
     out, err = proc.communicate(timeout=10)
     return (out or "") + (err or "")
+
+
+def diagnostic_counts(arrays, node_name: str = "") -> dict[str, int]:
+    """Largest integer value seen per key in DiagnosticArray messages (of `node_name`)."""
+    best: dict[str, int] = {}
+    for arr in arrays:
+        for st in arr.status:
+            if node_name in st.name:
+                for v in st.values:
+                    if v.value.isdigit():
+                        best[v.key] = max(best.get(v.key, 0), int(v.value))
+    return best

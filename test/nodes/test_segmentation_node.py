@@ -17,7 +17,7 @@ from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput  # noqa: E402
 from fit3d_ros.sensors import PointCloud  # noqa: E402
 
 from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
-from .rosutil import ros_context, spin_until, start, stop  # noqa: E402
+from .rosutil import diagnostic_counts, ros_context, spin_until, start, stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -92,14 +92,7 @@ def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env)
                                 types)
 
     def counts() -> dict[str, int]:
-        best: dict[str, int] = {}
-        for arr in got["diag"]:
-            for st in arr.status:
-                if "segmentation_node" in st.name:
-                    for v in st.values:
-                        if v.value.isdigit():
-                            best[v.key] = max(best.get(v.key, 0), int(v.value))
-        return best
+        return diagnostic_counts(got["diag"], "segmentation_node")
 
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
@@ -205,13 +198,7 @@ def test_segmentation_node_reports_missing_transforms_and_unsynced_streams(
     diag: list = []
 
     def counts() -> dict[str, int]:
-        best: dict[str, int] = {}
-        for arr in diag:
-            for st in arr.status:
-                for v in st.values:
-                    if v.value.isdigit():
-                        best[v.key] = max(best.get(v.key, 0), int(v.value))
-        return best
+        return diagnostic_counts(diag)
 
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
