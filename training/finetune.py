@@ -9,6 +9,9 @@ patch features; AdamW (lr 1e-5, weight decay 1e-4), gradient clipping 0.1. With
 ``lora_rank`` only low-rank adapters on every block's ``qkv`` and ``proj`` train; they
 are merged before saving, so the output is always a plain timm state dict (safetensors)
 that loads into `fit3d_ros.models.build_backbone(weights=...)` and into timm directly.
+A checkpoint (``OUTPUT.ckpt``: ViT or adapter weights, AdamW state, step, losses) is
+written every `save_every` steps; ``resume`` continues from it and, since the view order
+and flips are functions of (seed, step), reproduces the uninterrupted run.
 LoRA is written here (`LoRALinear`, ~20 lines) because peft would add transformers and
 accelerate as dependencies for it.
 """
@@ -28,7 +31,7 @@ from torch import nn
 
 from .fit3d_config import FinetuneConfig
 from .point_features import BackboneSpec
-from .scene_file import FeatureScene, load_scene_file
+from .scene_file import FeatureScene, atomic_save, load_scene_file
 from .seg_loop import run_steps, step_rng
 from .vit_features import build_spec_backbone, spec_dict
 
@@ -105,10 +108,42 @@ def _target(scene: FeatureScene, view: int, grid: tuple[int, int], flip: bool,
                          antialias=True)[0]
 
 
+CKPT_FORMAT = "fit3d_ros.finetune/1"
+
+
+def checkpoint_path(output: str | Path) -> Path:
+    return Path(f"{output}.ckpt")
+
+
+def _run_id(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: FinetuneConfig
+            ) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed (save_every may change)."""
+    conf = {k: v for k, v in cfg.to_dict().items() if k != "save_every"}
+    return {"config": conf, "backbone": spec_dict(spec),
+            "scenes": [str(Path(p).resolve()) for p in scene_paths]}
+
+
+def _load_checkpoint(path: Path, run_id: dict[str, Any]) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {path}")
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(d, dict) or d.get("format") != CKPT_FORMAT:
+        raise ValueError(f"{path} is not a finetune checkpoint")
+    for what, mine in run_id.items():
+        if d[what] != mine:
+            raise ValueError(f"--resume: the checkpoint's {what} differs from this run's "
+                             f"({d[what]} vs {mine})")
+    return d
+
+
 def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: FinetuneConfig,
              output: str | Path, *, progress: bool = True, backend: str = "auto",
-             device: str = "cpu") -> dict[str, Any]:
-    """Run Algorithm 1 over the scene files and write the fine-tuned ViT to `output`."""
+             device: str = "cpu", resume: bool = False, stop_at: int | None = None
+             ) -> dict[str, Any]:
+    """Run Algorithm 1 over the scene files and write the fine-tuned ViT to `output`.
+
+    `resume` continues from ``OUTPUT.ckpt``; `stop_at` ends after that many steps leaving
+    only the checkpoint (an interruption, for tests and time-sliced jobs)."""
     t0 = time.perf_counter()
     scenes = [load_scene_file(p).to(device) for p in scene_paths]
     student = build_spec_backbone(spec, device)
@@ -129,6 +164,14 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     order = epoch_order([len(s.train_ids) for s in scenes], cfg.epochs, cfg.seed)
     steps = int(math.ceil(len(order) / cfg.batch_size))
+    ckpt, run_id = checkpoint_path(output), _run_id(scene_paths, spec, cfg)
+    start, history = 0, []
+    if resume:
+        d = _load_checkpoint(ckpt, run_id)
+        vit.load_state_dict(d["vit"])
+        opt.load_state_dict(d["optimizer"])
+        start, history = int(d["step"]), [float(x) for x in d["losses"]]
+    end = steps if stop_at is None else min(stop_at, steps)
 
     def step_fn(step: int) -> float:
         rng = step_rng(cfg.seed, step)
@@ -153,13 +196,30 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
         opt.step()
         return float(loss.detach())
 
-    losses = run_steps(0, steps, step_fn, lambda _: None, 0, progress, "finetune")
+    def save(done: int) -> None:
+        if done < steps:  # the finished run writes the output instead
+            atomic_save({"format": CKPT_FORMAT, **run_id, "step": done,
+                         "vit": vit.state_dict(), "optimizer": opt.state_dict(),
+                         "losses": history + losses}, ckpt)
+
+    losses: list[float] = []  # filled as steps run, so `save` sees them
+
+    def recorded_step(step: int) -> float:
+        losses.append(step_fn(step))
+        return losses[-1]
+
+    run_steps(start, end, recorded_step, save, cfg.save_every, progress, "finetune")
+    losses = history + losses
+    if end < steps:
+        return {"stopped": True, "step": end, "steps": steps, "checkpoint": str(ckpt),
+                "seconds": time.perf_counter() - t0}
     if cfg.lora_rank:
         merge_lora(vit)
     meta = {"backbone": spec_dict(spec), "scenes": [str(p) for p in scene_paths],
             "config": cfg.to_dict(), "steps": steps, "embed_dim": width,
             "teacher": [s.backbone for s in scenes]}
     save_finetuned(vit, output, meta)
+    ckpt.unlink(missing_ok=True)
     k = max(1, min(10, len(losses) // 4))
     return {"output": str(output), "steps": steps, "views": len(order),
             "loss_first": float(np.mean(losses[:k])), "loss_last": float(np.mean(losses[-k:])),

@@ -122,6 +122,7 @@ class FinetuneConfig(_Preset):
     lora_rank: int | None = None       # None: full fine-tuning
     lora_alpha: float | None = None    # None: = rank
     seed: int = 0
+    save_every: int = 50               # checkpoint every N steps (0: only at the end)
 
     @classmethod
     def default(cls, **kw: Any) -> "FinetuneConfig":

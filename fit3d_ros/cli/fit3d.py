@@ -120,9 +120,10 @@ def _finetune(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.output} exists (pass --force to replace it)")
     cfg = FinetuneConfig.preset_named(args.config).with_overrides(
         epochs=args.epochs, lora_rank=args.lora_rank, lr=args.lr, batch_size=args.batch_size,
-        seed=args.seed)
+        seed=args.seed, save_every=args.save_every)
     r = finetune(args.scene_files, _spec(args, cfg.token_budget), cfg, args.output,
-                 progress=not args.no_progress, backend=args.backend, device=args.device)
+                 progress=not args.no_progress, backend=args.backend, device=args.device,
+                 resume=args.resume)
     return _emit(args, r, [f"wrote {r['output']} ({r['steps']} steps over {r['views']} views, "
                            f"L1 {r['loss_first']:.4f} -> {r['loss_last']:.4f}, "
                            f"{r['seconds']:.0f} s)"])
@@ -211,6 +212,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="AdamW learning rate (1e-5)")
     p.add_argument("--batch-size", type=int, help="views per step (2)")
     p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     _common(p)
     p.set_defaults(func=_finetune)

@@ -98,3 +98,39 @@ def test_backbone_width_mismatch_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="decoder width 32"):
         finetune([scene], SPEC, FinetuneConfig.tiny(token_budget=12), tmp_path / "x.st",
                  progress=False)
+
+
+@pytest.mark.parametrize("lora_rank", [None, 2])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, lora_rank):
+    from safetensors.torch import load_file
+
+    from fit3d_ros.training.finetune import checkpoint_path
+
+    scene = _scene_file(tmp_path / "s.pt", views=4)
+    cfg = FinetuneConfig.tiny(epochs=3, lr=1e-3, token_budget=12, batch_size=1,
+                              save_every=2, lora_rank=lora_rank)
+    full = finetune([scene], SPEC, cfg, tmp_path / "full.st", progress=False)
+    assert full["steps"] == 9 and not checkpoint_path(tmp_path / "full.st").exists()
+    part = tmp_path / "part.st"
+    stopped = finetune([scene], SPEC, cfg, part, progress=False, stop_at=5)
+    assert stopped["stopped"] and not part.exists()
+    assert checkpoint_path(part).exists()  # saved at step 4 and at the stop (5)
+    resumed = finetune([scene], SPEC, cfg, part, progress=False, resume=True)
+    assert not checkpoint_path(part).exists()
+    a, b = load_file(str(tmp_path / "full.st")), load_file(str(part))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+    assert resumed["loss_first"] == pytest.approx(full["loss_first"], abs=1e-6)
+    assert resumed["loss_last"] == pytest.approx(full["loss_last"], abs=1e-6)
+
+
+def test_resume_refuses_another_run(tmp_path):
+    scene = _scene_file(tmp_path / "s.pt")
+    cfg = FinetuneConfig.tiny(epochs=2, token_budget=12, batch_size=1, save_every=1)
+    out = tmp_path / "ft.st"
+    finetune([scene], SPEC, cfg, out, progress=False, stop_at=1)
+    with pytest.raises(ValueError, match="config differs"):
+        finetune([scene], SPEC, cfg.with_overrides(lr=1e-3), out, progress=False, resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        finetune([scene], SPEC, cfg, tmp_path / "other.st", progress=False, resume=True)

@@ -63,6 +63,9 @@ def test_commands_end_to_end(bag, shared_data, tmp_path, capsys):
     ft = tmp_path / "ft.safetensors"
     assert main(["finetune", str(scene), *RANDOM, "-o", str(ft), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] >= 1
+    assert main(["finetune", str(scene), *RANDOM, "-o", str(tmp_path / "no.st"),
+                 "--resume"]) != 0  # no checkpoint to resume from
+    assert "no checkpoint" in capsys.readouterr().err
     seven = str(shared_data / "rgbd" / "7scenes")
     out = tmp_path / "corr.json"
     assert main(["eval-correspondence", seven, "--frames", "0:100:10", "--holdout-every", "2",
