@@ -138,8 +138,11 @@ def node_ms(bag: Path, ckpt: Path, extr: Path, frames: int, env: dict) -> tuple[
     return float(np.median(times)) if times else float("nan"), proc, ctx, ex
 
 
-def soak(bag: Path, proc: subprocess.Popen, seconds: float, env: dict, ex) -> dict:
-    """Play the bag in a loop into the node while the probe keeps receiving."""
+def soak(bag: Path, proc: subprocess.Popen, seconds: float, env: dict, ex,
+         every_s: float = 10.0) -> dict:
+    """Play the bag in a loop into the node while the probe keeps receiving; sample the
+    node's RSS every `every_s` so a leak (a rising floor) is told from the sawtooth of
+    per-frame buffers being allocated and freed."""
     import threading
 
     start = _rss_mb(proc.pid)
@@ -152,14 +155,29 @@ def soak(bag: Path, proc: subprocess.Popen, seconds: float, env: dict, ex) -> di
     spinner = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.1)
                                                for _ in iter(stop.is_set, True)], daemon=True)
     spinner.start()
-    player = subprocess.run([sys.executable, "-m", "fit3d_ros.cli", "play", str(bag), "--loop",
-                             "--duration", str(seconds), "--delay", "1"], env=env,
-                            capture_output=True, text=True)
+    player = subprocess.Popen([sys.executable, "-m", "fit3d_ros.cli", "play", str(bag),
+                               "--loop", "--duration", str(seconds), "--delay", "1"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    samples: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    while player.poll() is None:
+        time.sleep(min(every_s, 1.0))
+        if not samples or time.monotonic() - t0 - samples[-1][0] >= every_s:
+            samples.append((time.monotonic() - t0, _rss_mb(proc.pid)))
+    out, _ = player.communicate()
     stop.set()
     spinner.join(5)
     end = _rss_mb(proc.pid)
-    played = json.loads(player.stdout.strip().splitlines()[-1]) if player.stdout else {}
+    played = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    rss = np.array([r for _, r in samples]) if samples else np.array([end])
+    third = max(1, len(rss) // 3)
+    # a leak raises the floor: compare the minima of the first and last thirds
     return {"seconds": seconds, "rss_start_mb": round(start, 1), "rss_end_mb": round(end, 1),
+            "rss_min_mb": round(float(rss.min()), 1), "rss_max_mb": round(float(rss.max()), 1),
+            "rss_floor_first_third_mb": round(float(rss[:third].min()), 1),
+            "rss_floor_last_third_mb": round(float(rss[-third:].min()), 1),
+            "rss_samples": [[round(t), round(r)] for t, r in samples],
             "node_alive": proc.poll() is None, "messages_played": played.get("published"),
             "clouds_segmented": received["n"]}
 
@@ -206,8 +224,11 @@ def main() -> int:
               f"ROS overhead {100 * result['ros_overhead']:.1f} % (goal <= 10 %)")
         print(f"replay I/O share {100 * result['replay_io_share']:.1f} % (goal < 5 %)")
         print(f"soak {soaked['seconds']:.0f} s: node RSS {soaked['rss_start_mb']} -> "
-              f"{soaked['rss_end_mb']} MB, alive {soaked['node_alive']}, "
-              f"{soaked['clouds_segmented']} clouds segmented")
+              f"{soaked['rss_end_mb']} MB (range {soaked['rss_min_mb']}-"
+              f"{soaked['rss_max_mb']}; floor first third {soaked['rss_floor_first_third_mb']}"
+              f", last third {soaked['rss_floor_last_third_mb']}), alive "
+              f"{soaked['node_alive']}, {soaked['clouds_segmented']} clouds segmented")
+        print("RSS samples [s, MB]:", soaked["rss_samples"])
     return 0
 
 
