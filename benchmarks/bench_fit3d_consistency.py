@@ -10,7 +10,8 @@ teacher ("original"), each fine-tuned student, and the scene's own rendered feat
 ``--unseen`` it also scores the teacher and students on frames the lift never saw.
 Besides recall it prints, per model, plain nearest-neighbour accuracy (every point, no
 selection) and the mean cosine at the true partner vs the mean cosine to all points, to
-tell "more consistent" from "less discriminative". The teacher is the seeded random ViT.
+tell "more consistent" from "less discriminative", and Probe3D's own ranking (a fixed
+number of the most distinctive matches per pair). The teacher is the seeded random ViT.
 """
 from __future__ import annotations
 
@@ -33,13 +34,16 @@ def _frames(text: str) -> slice:
     return slice(a, b, c)
 
 
-def score(views, maps: dict, pairs, stride: int = 8) -> dict:
-    """Recall (mutual NN + ratio 0.9, 10 px), NN accuracy and cosine statistics."""
+def score(views, maps: dict, pairs, stride: int = 8, num_corr: int = 250) -> dict:
+    """Recall (mutual NN + ratio 0.9, 10 px), NN accuracy, cosine statistics, and
+    Probe3D's fixed-count variant: the `num_corr` NN matches per pair with the highest
+    ratio-test weight 1 - d1/d2 (cosine distances), all or mutual ones only."""
     from fit3d_ros.training.correspondence import (ViewPoints, project_to_color,
                                                    sample_features, score_matches, view_points,
                                                    visible_in)
 
-    acc = {n: np.zeros(4) for n in maps}  # correct, proposed, nn correct, nn total
+    acc = {n: np.zeros(4) for n in maps}
+    extra = {n: {"topk": np.zeros(2), "topk_mutual": np.zeros(2)} for n in maps}  # correct, proposed, nn correct, nn total
     cos = {n: ([], []) for n in maps}
     for i, j, _, _ in pairs:
         va, vb = views[i], views[j]
@@ -58,12 +62,24 @@ def score(views, maps: dict, pairs, stride: int = 8) -> dict:
             sim = (fa @ fb.T).numpy()
             err = np.linalg.norm(uv_true - pb.uv[sim.argmax(1)], axis=1)
             acc[name] += (c, p, (err < 10).sum(), len(err))
+            top2 = torch.from_numpy(sim).topk(2, dim=1)
+            dist = (1 - top2.values).clamp_min(1e-9)
+            weight = 1 - dist[:, 0] / dist[:, 1]
+            nn_ab = top2.indices[:, 0].numpy()
+            mutual = torch.from_numpy(sim).argmax(0).numpy()[nn_ab] == np.arange(len(nn_ab))
+            for tag, cand in (("topk", np.ones(len(nn_ab), bool)), ("topk_mutual", mutual)):
+                w = weight.numpy().copy(); w[~cand] = -np.inf
+                k = min(num_corr, int(cand.sum()))
+                pick = np.argsort(-w)[:k]
+                extra[name][tag] += ((err[pick] < 10).sum(), k)
             cos[name][0].append(sim[np.arange(len(partner)), partner][near])
             cos[name][1].append(sim.mean(1)[near])
     return {n: {"recall@10px": a[0] / max(a[1], 1), "matches": int(a[1]),
                 "nn_accuracy@10px": a[2] / max(a[3], 1),
                 "cos_true_partner": float(np.concatenate(cos[n][0]).mean()),
-                "cos_mean": float(np.concatenate(cos[n][1]).mean())} for n, a in acc.items()}
+                "cos_mean": float(np.concatenate(cos[n][1]).mean()),
+                **{f"{t}_recall": float(v[0] / max(v[1], 1)) for t, v in extra[n].items()},
+                **{f"{t}_n": int(v[1]) for t, v in extra[n].items()}} for n, a in acc.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout-every", type=int, default=5, help="the lift's --holdout-every")
     p.add_argument("--unseen", default="1:100:2", help="frames the lift never saw ('' = skip)")
     p.add_argument("--pairs", type=int, default=60)
+    p.add_argument("--num-corr", type=int, default=250, help="Probe3D top-k per pair (its "
+                   "1000 of 160x120 depth points, scaled to our 80x60 grid)")
     p.add_argument("--token-budget", type=int, default=192)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
@@ -113,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         f[None], size=grid, mode="bilinear", antialias=True, align_corners=False)[0]
         for f in full]
     pairs = select_pairs(views, args.pairs, 8, 0.3, 0.05)
-    out["lift_heldout"] = {"views": len(views), "pairs": len(pairs), **score(views, maps, pairs)}
+    out["lift_heldout"] = {"views": len(views), "pairs": len(pairs),
+                           **score(views, maps, pairs, num_corr=args.num_corr)}
     if args.unseen:
         uv = load_scene(args.data, frames=_frames(args.unseen), holdout_every=2).subset("heldout")
         up = select_pairs(uv, args.pairs, 8, 0.3, 0.05)
-        out["unseen"] = {"views": len(uv), "pairs": len(up), **score(uv, models(uv), up)}
+        out["unseen"] = {"views": len(uv), "pairs": len(up),
+                         **score(uv, models(uv), up, num_corr=args.num_corr)}
     if args.json:
         print(json.dumps(out))
         return 0
@@ -130,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(s, dict):
                 print(f"  {name:32s} recall {s['recall@10px']:.3f} ({s['matches']:6d} matches)"
                       f"  NN acc {s['nn_accuracy@10px']:.4f}  cos true {s['cos_true_partner']:.3f}"
-                      f" / mean {s['cos_mean']:.3f}")
+                      f" / mean {s['cos_mean']:.3f}  top-k {s['topk_recall']:.3f} ({s['topk_n']})"
+                      f" mutual top-k {s['topk_mutual_recall']:.3f} ({s['topk_mutual_n']})")
     return 0
 
 
