@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (ros extra)")
 from fit3d_ros.logs.convert import KITTI_TOPICS, kitti_to_bag  # noqa: E402
 from fit3d_ros.logs.lidar_datasets import load_kitti_scan  # noqa: E402
 from fit3d_ros.msgs import camera_info_to_model, image_to_rgb, pointcloud2_to_cloud  # noqa: E402
+
+from .rosutil import ros_context, spin_until  # noqa: E402
 
 
 @pytest.mark.ros
@@ -26,27 +27,23 @@ def test_play_kitti_bag_over_dds(shared_data, tmp_path, ros_env):
     proc = subprocess.Popen(
         [sys.executable, "-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "1",
          "--duration", "40"], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
     got: dict[str, object] = {}
     try:
-        node = rclpy.create_node("player_probe", context=ctx)
-        node.create_subscription(PointCloud2, KITTI_TOPICS["cloud"],
-                                 lambda m: got.setdefault("cloud", m), 10)
-        node.create_subscription(Image, KITTI_TOPICS["image"],
-                                 lambda m: got.setdefault("image", m), 10)
-        node.create_subscription(CameraInfo, KITTI_TOPICS["info"],
-                                 lambda m: got.setdefault("info", m), 10)
-        node.create_subscription(Clock, "/clock", lambda m: got.setdefault("clock", m), 10)
-        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
-        executor.add_node(node)
-        deadline = time.monotonic() + 60
-        while len(got) < 4 and time.monotonic() < deadline and proc.poll() is None:
-            executor.spin_once(timeout_sec=0.2)
+        # spin_until detaches the node from its executor before the context shuts down
+        # (a node still in an executor wakes it from destroy_node: rclpy segfaults)
+        with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
+            node = rclpy.create_node("player_probe", context=ctx)
+            node.create_subscription(PointCloud2, KITTI_TOPICS["cloud"],
+                                     lambda m: got.setdefault("cloud", m), 10)
+            node.create_subscription(Image, KITTI_TOPICS["image"],
+                                     lambda m: got.setdefault("image", m), 10)
+            node.create_subscription(CameraInfo, KITTI_TOPICS["info"],
+                                     lambda m: got.setdefault("info", m), 10)
+            node.create_subscription(Clock, "/clock", lambda m: got.setdefault("clock", m), 10)
+            spin_until(ctx, node, lambda: len(got) == 4, 60, proc)
     finally:
         proc.kill()
         out, err = proc.communicate(timeout=10)
-        rclpy.shutdown(context=ctx)
     assert set(got) == {"cloud", "image", "info", "clock"}, err.decode()[-2000:]
 
     scan = load_kitti_scan(kitti / "velodyne" / "000000.bin")
