@@ -209,6 +209,8 @@ def main() -> int:
             soaked = soak(soak_bag, proc, args.soak_seconds, env, ex)
         finally:
             import rclpy
+            for n in list(ex.get_nodes()):  # a node left in an executor crashes shutdown
+                ex.remove_node(n)
             rclpy.shutdown(context=ctx)
             proc.terminate()
             proc.wait(10)
