@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from fit3d_ros.threads import cpu_threads
+
 # torchvision's op schemas (from its csrc/ops/*.cpp), defined only when its library fails.
 _TORCHVISION_SCHEMAS: dict[str, str] = {
     "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -138,14 +140,8 @@ class _SpconvOpsProxy:
     def scatter_add_cpu(self, out: Any, inp: Any, inds: Any) -> None:
         """out[inds[i]] += inp[i], run on one OpenMP thread (memory-bound: as fast as the
         racy parallel loop; torch's index_add_ measured 3-10x slower here)."""
-        threads = torch.get_num_threads()
-        if threads == 1:
+        with cpu_threads(1):  # torch and spconv share the OpenMP runtime
             return self._ops.scatter_add_cpu(out, inp, inds)
-        torch.set_num_threads(1)  # torch and spconv share the OpenMP runtime
-        try:
-            return self._ops.scatter_add_cpu(out, inp, inds)
-        finally:
-            torch.set_num_threads(threads)
 
 
 def patch_spconv_scatter() -> bool:

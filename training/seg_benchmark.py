@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from fit3d_ros.threads import cpu_threads
+
 from .distill import run_distillation
 from .point_features import BackboneSpec
 from .seg_config import DistillConfig, SegTrainConfig
 from .seg_data import SegDataset
-from .seg_loop import torch_threads
 from .seg_sources import load_dataset
 from .train_seg import train_segmentation
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     spec = BackboneSpec(args.backbone, random_init=True)
-    with torch_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
+    with cpu_threads(args.threads), tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         result: dict[str, Any] = {"teacher": f"{args.backbone} {spec.teacher}",
                                   "config": "tiny", "threads": args.threads}

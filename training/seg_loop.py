@@ -13,8 +13,7 @@ reference recipes: SGD + OneCycle (Pointcept's SpUNet) or AdamW + OneCycle (PTv3
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,18 +62,6 @@ def build_optimizer(params: Sequence[torch.nn.Parameter], cfg: OptimConfig, tota
         anneal_strategy="cos", div_factor=cfg.div_factor,
         final_div_factor=cfg.final_div_factor, cycle_momentum=False)
     return opt, sched
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with `n` torch CPU threads (None: unchanged), restoring the count afterwards."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def step_rng(seed: int, step: int) -> np.random.Generator:

@@ -61,7 +61,7 @@ def _from_kitti(args: argparse.Namespace) -> int:
     label_fn = None
     if args.box_labels:  # per-point classes from label_2 boxes, class list in a sidecar
         from fit3d_ros.training.box_labels import kitti_frame_box_labels as label_fn
-    summary = kitti_to_bag(args.dir, args.output, frames=args.frames or None, hooks=(),
+    summary = kitti_to_bag(args.dir, args.output, frames=args.frames or None,
                            overwrite=args.force, compress=args.compress, label_fn=label_fn)
     if args.box_labels:
         from fit3d_ros.training.seg_classes import kitti_box_classes, write_sidecar

@@ -41,10 +41,6 @@ KITTI_TOPICS = {"cloud": "/velodyne_points", "image": "/camera/color/image_raw",
 NUSCENES_LIDAR_TOPIC = "/lidar_top/points"
 SEMANTICKITTI_TOPIC = "/velodyne_points"
 
-#: a KITTI per-frame hook, called after the frame's messages: hook(writer, frame, types)
-KittiHook = Callable[[BagWriter, KittiFrame, MsgTypes], None]
-
-
 def nuscenes_topics(camera: str) -> tuple[str, str]:
     """(image, camera_info) topics of a nuScenes camera (``CAM_FRONT`` -> /cam_front/...)."""
     base = f"/{camera.lower()}"
@@ -112,13 +108,12 @@ def rgbd_to_bag(root: str | Path, out: str | Path, fmt: str = "7scenes", every: 
 
 
 def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] | None = None,
-                 hooks: Sequence[KittiHook] = (), storage: str | None = None,
-                 overwrite: bool = False, compress: bool = False,
+                 storage: str | None = None, overwrite: bool = False, compress: bool = False,
                  label_fn: Callable[[KittiFrame], np.ndarray] | None = None) -> dict[str, Any]:
     """KITTI object folder -> bag: PointCloud2 (x, y, z, intensity) on /velodyne_points,
     rgb8 image 2 + CameraInfo (K = P2[:, :3]), static TF base_link -> velodyne ->
-    camera_color_left_optical_frame. ``hooks`` add per-frame messages; ``label_fn(frame)``
-    adds a per-point ``label`` field (e.g. `fit3d_ros.training.box_labels`)."""
+    camera_color_left_optical_frame. ``label_fn(frame)`` adds a per-point ``label`` field
+    (e.g. `fit3d_ros.training.box_labels`)."""
     types = rosbags_types()
     n = 0
     with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:
@@ -139,8 +134,6 @@ def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] 
                     cloud_to_pointcloud2(cloud, types))
             o.camera(KITTI_TOPICS["image"], KITTI_TOPICS["info"], frame.camera,
                      frame.image.rgb, frame.stamp)
-            for hook in hooks:
-                hook(w, frame, types)
             n += 1
         return o.summary(n)
 

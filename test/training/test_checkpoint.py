@@ -11,12 +11,12 @@ from fit3d_ros.training.checkpoint import (FORMAT, Checkpoint, CheckpointError, 
                                            save_checkpoint, transfer_for_segmentation)
 from fit3d_ros.training.point_features import BackboneSpec
 from fit3d_ros.training.seg_classes import kitti_box_classes
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    with torch_threads(1):  # the CI machine is shared; avoid oversubscription stalls
+    with cpu_threads(1):  # the CI machine is shared; avoid oversubscription stalls
         yield
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fit3d_ros.sensors import CameraModel
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 from fit3d_ros.training.correspondence import (ViewPoints, bin_name, mutual_matches,
                                                rotation_angle_deg, sample_features,
                                                score_matches, select_pairs, view_points,
@@ -16,7 +16,7 @@ from fit3d_ros.training.scenes import SceneView
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One torch thread: small ops on a shared 2-core machine are far faster that way."""
-    with torch_threads(1):
+    with cpu_threads(1):
         yield
 
 

@@ -10,7 +10,7 @@ from fit3d_ros.training.checkpoint import load_checkpoint
 from fit3d_ros.training.distill import run_distillation
 from fit3d_ros.training.point_features import BackboneSpec
 from fit3d_ros.training.seg_config import DistillConfig
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 from fit3d_ros.training.seg_sources import LoadOptions, load_dataset
 
 TINY_VIT = BackboneSpec("vit_tiny_test", random_init=True)
@@ -18,7 +18,7 @@ TINY_VIT = BackboneSpec("vit_tiny_test", random_init=True)
 
 @pytest.fixture
 def one_thread():
-    with torch_threads(1):  # the CI machine is shared; avoid oversubscription stalls
+    with cpu_threads(1):  # the CI machine is shared; avoid oversubscription stalls
         yield
 
 

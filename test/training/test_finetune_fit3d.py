@@ -14,14 +14,14 @@ from fit3d_ros.training.fit3d_config import FinetuneConfig
 from fit3d_ros.training.gaussians import GaussianModel
 from fit3d_ros.training.point_features import BackboneSpec
 from fit3d_ros.training.scene_file import FeatureScene, make_decoder, save_scene_file
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 
 SPEC = BackboneSpec(name="vit_tiny_test", random_init=True)
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    with torch_threads(1):
+    with cpu_threads(1):
         yield
 
 

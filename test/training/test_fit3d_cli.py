@@ -8,7 +8,7 @@ import pytest
 
 from fit3d_ros.cli.main import main
 from fit3d_ros.training.scenes import load_scene, parse_frames, split_indices
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 
 RANDOM = ["--backbone", "vit_tiny_test", "--random-init", "--config", "tiny", "--threads", "1",
           "--no-progress"]
@@ -16,7 +16,7 @@ RANDOM = ["--backbone", "vit_tiny_test", "--random-init", "--config", "tiny", "-
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    with torch_threads(1):
+    with cpu_threads(1):
         yield
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 from fit3d_ros.training.fit3d_config import LiftConfig
 from fit3d_ros.training.gaussians import GEOMETRY
 from fit3d_ros.training.lift import LiftRun, init_gaussians, prepare_views, scene_extent
@@ -21,7 +21,7 @@ from fit3d_ros.training.vit_features import build_spec_backbone
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One torch thread: small ops on a shared 2-core machine are far faster that way."""
-    with torch_threads(1):
+    with cpu_threads(1):
         yield
 
 
@@ -31,7 +31,7 @@ def run_and_views(shared_data):
     cfg = LiftConfig.tiny(image_width=48, max_init_points=2000, feature_dim=8)
     spec = BackboneSpec(name="vit_tiny_test", random_init=True)
     teacher = build_spec_backbone(spec)
-    with torch_threads(1):
+    with cpu_threads(1):
         views = prepare_views(scene.subset("train"), cfg.image_width, teacher, 16)
     model = init_gaussians(scene.subset("train"), cfg)
     decoder = make_decoder(cfg.feature_dim, teacher.embed_dim)

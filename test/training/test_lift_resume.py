@@ -11,7 +11,7 @@ from fit3d_ros.training.lift import checkpoint_path, lift_scene
 from fit3d_ros.training.point_features import BackboneSpec
 from fit3d_ros.training.scene_file import SceneFileError, load_scene_file
 from fit3d_ros.training.scenes import load_scene
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 
 SPEC = BackboneSpec(name="vit_tiny_test", random_init=True)
 # densification before and after the interruption, so resume must restore its state
@@ -28,7 +28,7 @@ def scene(shared_data):
 @pytest.fixture(scope="module")
 def full_run(scene, tmp_path_factory):
     out = tmp_path_factory.mktemp("lift") / "full.pt"
-    with torch_threads(1):
+    with cpu_threads(1):
         r = lift_scene(scene, SPEC, CFG, out, progress=False, backend="cpu")
     return out, r
 
@@ -68,7 +68,7 @@ def test_scene_file_round_trip(full_run, scene):
 def test_resume_reproduces_uninterrupted_run(full_run, scene, tmp_path):
     out_full, _ = full_run
     out = tmp_path / "resumed.pt"
-    with torch_threads(1):
+    with cpu_threads(1):
         part = lift_scene(scene, SPEC, CFG, out, progress=False, backend="cpu", stop_at=20)
         assert part["stopped"] and checkpoint_path(out).is_file() and not out.exists()
         lift_scene(scene, SPEC, CFG, out, resume=True, progress=False, backend="cpu")
@@ -80,7 +80,7 @@ def test_resume_reproduces_uninterrupted_run(full_run, scene, tmp_path):
 
 def test_resume_rejects_other_config(scene, tmp_path):
     out = tmp_path / "x.pt"
-    with torch_threads(1):
+    with cpu_threads(1):
         lift_scene(scene, SPEC, CFG, out, progress=False, stop_at=1)
         with pytest.raises(ValueError, match="config"):
             lift_scene(scene, SPEC, CFG.with_overrides(iterations=41), out, resume=True,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 from fit3d_ros.training.evaluate import read_seg_folder, run_seg_probe
 from fit3d_ros.training.fit3d_config import EvalConfig
 from fit3d_ros.training.point_features import BackboneSpec
@@ -18,7 +18,7 @@ from fit3d_ros.training.probes import (DepthBins, bin_probs, depth_metrics, seg_
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One torch thread: small ops on a shared 2-core machine are far faster that way."""
-    with torch_threads(1):
+    with cpu_threads(1):
         yield
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fit3d_ros.cli.main import main as cli
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 
 RANDOM_VIT = ["--backbone", "vit_tiny_test", "--random-init"]
 TINY = ["--config", "tiny", "--threads", "1", "--no-progress"]
@@ -14,7 +14,7 @@ TINY = ["--config", "tiny", "--threads", "1", "--no-progress"]
 
 @pytest.fixture(autouse=True)
 def restore_threads():
-    with torch_threads(None):  # --threads sets torch's global thread count; restore it
+    with cpu_threads(None):  # --threads sets torch's global thread count; restore it
         yield
 
 

@@ -13,14 +13,14 @@ from fit3d_ros.training.checkpoint import (Checkpoint, CheckpointError, Preproce
 from fit3d_ros.training.point_features import BackboneSpec, PointFeatureSource
 from fit3d_ros.training.seg_config import SegTrainConfig
 from fit3d_ros.training.seg_eval import evaluate
-from fit3d_ros.training.seg_loop import torch_threads
+from fit3d_ros.threads import cpu_threads
 from fit3d_ros.training.seg_sources import load_dataset
 from fit3d_ros.training.train_seg import train_segmentation
 
 
 @pytest.fixture
 def one_thread():
-    with torch_threads(1):  # the CI machine is shared; avoid oversubscription stalls
+    with cpu_threads(1):  # the CI machine is shared; avoid oversubscription stalls
         yield
 
 
