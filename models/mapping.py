@@ -176,3 +176,25 @@ def gather_point_features(projection: Projection, feature_maps: torch.Tensor | n
     table = torch.cat([maps.permute(0, 2, 3, 1).reshape(k * h * w, c), maps.new_zeros((1, c))])
     out = torch.index_select(table, 0, torch.as_tensor(flat, device=maps.device))
     return out, torch.as_tensor(seen, device=maps.device)
+
+
+def point_features_from_maps(points: np.ndarray | torch.Tensor,
+                             maps: Sequence[torch.Tensor], cameras: Sequence[CameraModel],
+                             transforms: Sequence[np.ndarray | Transform], patch_size: int,
+                             view: ViewChoice = "random", seed: int = 0, dim: int = 0
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-point features (N, C) and visible mask (N,) from per-camera patch maps.
+
+    `maps[k]` is camera k's (C, h_k, w_k) patch map (sizes may differ: they are
+    zero-padded into one stack), `cameras[k]` the camera scaled to the ViT input and
+    `transforms[k]` its camera-from-points transform. Without cameras every point gets
+    a zero feature of width `dim` and ``visible=False``.
+    """
+    if not maps:
+        return torch.zeros(len(points), dim), torch.zeros(len(points), dtype=torch.bool)
+    h, w = max(m.shape[1] for m in maps), max(m.shape[2] for m in maps)
+    stacked = torch.zeros(len(maps), maps[0].shape[0], h, w)
+    for k, m in enumerate(maps):  # loop over cameras only (sizes may differ)
+        stacked[k, :, :m.shape[1], :m.shape[2]] = m
+    proj = project_points(points, list(cameras), list(transforms), patch_size)
+    return gather_point_features(proj, stacked, view=view, seed=seed)

@@ -14,9 +14,7 @@ injection layers) to their fresh initialisation. Writes are atomic (temp file + 
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 
 from .point_features import BackboneSpec
+from .scene_file import atomic_save
 from .seg_classes import ClassMap
 
 FORMAT = "fit3d_ros.seg_checkpoint/1"
@@ -102,8 +101,6 @@ def config_from_dict(d: dict[str, Any]) -> Any:
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write `ckpt` atomically to `path`; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT, "kind": ckpt.kind, "model": config_to_dict(ckpt.model_config),
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
@@ -111,15 +108,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "classes": None if ckpt.classes is None else ckpt.classes.to_dict(),
         "training": ckpt.training, "metrics": ckpt.metrics,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_save(payload, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:

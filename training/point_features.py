@@ -23,11 +23,10 @@ import numpy as np
 import torch
 
 from fit3d_ros.models.backbones import DITR_TOKEN_BUDGET
+from fit3d_ros.models.mapping import VIEW_CHOICES, point_features_from_maps
 from fit3d_ros.sensors import CameraModel
 
 from .seg_data import Sample
-
-VIEWS = ("random", "center", "first")
 
 
 @dataclass
@@ -44,8 +43,8 @@ class BackboneSpec:
     finetuned_weights: str | None = None
 
     def __post_init__(self) -> None:
-        if self.view not in VIEWS:
-            raise ValueError(f"view must be one of {VIEWS}, got {self.view!r}")
+        if self.view not in VIEW_CHOICES:
+            raise ValueError(f"view must be one of {VIEW_CHOICES}, got {self.view!r}")
         if self.weights is not None and self.random_init:
             raise ValueError("give either weights or random_init, not both")
 
@@ -142,17 +141,8 @@ class PointFeatureSource:
 
         `xyz` must be in the sample's point frame (i.e. before augmentation).
         """
-        from fit3d_ros.models import gather_point_features, project_points
-
         pts = sample.xyz if xyz is None else xyz
-        if not sample.views:
-            return (torch.zeros(len(pts), self.dim), torch.zeros(len(pts), dtype=torch.bool))
-        maps, cams = zip(*(self.image_features(v.rgb, v.camera) for v in sample.views))
-        h = max(m.shape[1] for m in maps)
-        w = max(m.shape[2] for m in maps)
-        stacked = torch.zeros(len(maps), maps[0].shape[0], h, w)
-        for k, m in enumerate(maps):  # loop over cameras only (sizes may differ)
-            stacked[k, :, :m.shape[1], :m.shape[2]] = m
-        proj = project_points(pts, list(cams), [v.T_cam_points for v in sample.views],
-                              self.patch_size)
-        return gather_point_features(proj, stacked, view=self.spec.view, seed=seed)
+        per_view = [self.image_features(v.rgb, v.camera) for v in sample.views]
+        return point_features_from_maps(pts, [m for m, _ in per_view], [c for _, c in per_view],
+                                        [v.T_cam_points for v in sample.views], self.patch_size,
+                                        view=self.spec.view, seed=seed, dim=self.dim)

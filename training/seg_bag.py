@@ -58,11 +58,13 @@ def _lidar_samples(path: Path, options: LoadOptions, clouds: list[str],
                    cams: dict[str, str]) -> SegDataset:
     with BagReader(path) as bag:
         frames: list[str] = []
+        seen: set[str] = set()      # cloud topics whose frame id is known
         for m in bag.messages(clouds):
             frame = decode(m, lambda msg: str(msg.header.frame_id), path)
             if frame not in frames:
                 frames.append(frame)
-            if len(frames) >= len(clouds):
+            seen.add(m.topic)
+            if len(seen) >= len(set(clouds)):
                 break
     fixed = list(FIXED_FRAMES) + [f for f in frames if f not in FIXED_FRAMES]
     infos: dict[str, CameraModel] = {}
@@ -87,14 +89,15 @@ def _lidar_samples(path: Path, options: LoadOptions, clouds: list[str],
     scans = options.take(scans)
     classes = load_classes(options.classes, data=path)
     max_dt = int(options.max_dt_s * 1e9)
+    stamps = {t: np.array([i[0] for i in imgs], dtype=np.int64)
+              for t, imgs in images.items() if imgs}
     samples = []
     for m, cloud, cloud_poses in scans:
         views = []
         for topic, imgs in images.items():
             if not imgs:
                 continue
-            stamps = np.array([i[0] for i in imgs], dtype=np.int64)
-            j = int(np.argmin(np.abs(stamps - cloud.stamp)))
+            j = int(np.argmin(np.abs(stamps[topic] - cloud.stamp)))
             stamp, rgb, cam, cam_poses = imgs[j]
             if abs(stamp - cloud.stamp) > max_dt:
                 continue

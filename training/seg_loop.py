@@ -79,12 +79,11 @@ class Batch:
     labels: torch.Tensor               # (N,) training ids, -1 ignored
     feat_2d: torch.Tensor | None       # (N, D) X^2D
     visible: torch.Tensor | None       # (N,) seen by a camera
-    sizes: list[int]
 
     def to(self, device: torch.device) -> "Batch":
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(self.points.to(device), self.features.to(device), self.batch.to(device),
-                     self.labels.to(device), mv(self.feat_2d), mv(self.visible), self.sizes)
+                     self.labels.to(device), mv(self.feat_2d), mv(self.visible))
 
 
 def make_batch(samples: Sequence[Sample], feature_names: Sequence[str],
@@ -108,8 +107,7 @@ def make_batch(samples: Sequence[Sample], feature_names: Sequence[str],
         ids.append(torch.full((len(xyz),), i, dtype=torch.long))
         labels.append(torch.from_numpy(labels_or_ignore(sample)))
     return Batch(torch.cat(pts), torch.cat(feats), torch.cat(ids), torch.cat(labels),
-                 torch.cat(f2d) if f2d else None, torch.cat(vis) if vis else None,
-                 [len(p) for p in pts])
+                 torch.cat(f2d) if f2d else None, torch.cat(vis) if vis else None)
 
 
 def pick_samples(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:

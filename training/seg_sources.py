@@ -27,9 +27,6 @@ from .seg_classes import (ClassMap, kitti_box_classes, load_classes, semantickit
                           semantickitti_learning_map)
 from .seg_data import CameraView, Sample, SegDataset
 
-KINDS = ("bag", "nuscenes", "kitti", "semantickitti", "7scenes", "redwood")
-
-
 @dataclass
 class LoadOptions:
     """How to read a source: class-map override, frame stride and count, RGB-D density."""
@@ -54,7 +51,8 @@ class LoadOptions:
 
 
 def detect_kind(path: str | Path) -> str:
-    """Which loader reads `path` (one of `KINDS`); ValueError when none fits."""
+    """Which loader reads `path`: bag, nuscenes, kitti, semantickitti, 7scenes or redwood;
+    ValueError when none fits."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"data source {p} does not exist")

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import (Checkpoint, CheckpointError, Preprocessing, config_from_dict,
-                         config_to_dict, load_checkpoint, save_checkpoint,
-                         transfer_for_segmentation)
+from .checkpoint import (Checkpoint, CheckpointError, Preprocessing,
+                         build_model_from_checkpoint, config_from_dict, config_to_dict,
+                         load_checkpoint, save_checkpoint, transfer_for_segmentation)
 from .point_features import BackboneSpec, PointFeatureSource
 from .seg_classes import IGNORE_INDEX, ClassMap
 from .seg_config import SegTrainConfig
@@ -84,8 +84,6 @@ def train_segmentation(datasets: Sequence[SegDataset], config: SegTrainConfig,
                        cache_dir: str | Path | None = None, device: str = "cpu",
                        progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a segmentation checkpoint at `output`; returns a summary."""
-    from fit3d_ros.models import SpUNet
-
     dev = torch.device(device)
     classes = _common_classes(datasets)
     samples = [s for ds in datasets for s in ds.samples]
@@ -103,8 +101,7 @@ def train_segmentation(datasets: Sequence[SegDataset], config: SegTrainConfig,
         config = SegTrainConfig.from_dict(state["config"])
         inject = ckpt.preprocessing.backbone if ckpt.model_config.inject_2d else None
         unet, init, init_dataset = ckpt.model_config, state.get("init"), state["init_dataset"]
-        model = SpUNet(unet)
-        model.load_state_dict(ckpt.state_dict)
+        model = build_model_from_checkpoint(ckpt, dev)
         fresh: list[str] = []
     source = None if inject is None else PointFeatureSource(inject, cache_dir, dev)
     if not resume:
@@ -122,7 +119,7 @@ def train_segmentation(datasets: Sequence[SegDataset], config: SegTrainConfig,
     if resume:
         teacher = state.get("teacher")
     elif init is not None:
-        teacher = load_checkpoint(init).training.get("teacher")
+        teacher = init_ckpt.training.get("teacher")
 
     def step_fn(step: int) -> float:
         rng = step_rng(config.seed, step)

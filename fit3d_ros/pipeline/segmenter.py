@@ -6,8 +6,8 @@ segmentation node and replay so both produce identical labels. It loads one chec
 the checkpoint's mode: DITR (2D features injected; needs cameras, points no camera sees
 get zero features as in training), or image-free (D-DITR-initialised or 3D-only
 networks; images ignored). 2D features come from a `FeatureExtractor` built from the
-checkpoint's backbone spec, or from a caller-supplied function so the composed node
-computes them once per image. Non-finite points are dropped before the network; the
+checkpoint's backbone spec, or from a function given to `share_features` so the composed
+node computes them once per image. Non-finite points are dropped before the network; the
 result refers to the kept points (`kept` mask over the input).
 """
 from __future__ import annotations
@@ -48,9 +48,8 @@ class SegmentationResult:
 class Segmenter:
     """Runs a segmentation checkpoint on clouds (no ROS)."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", view: str = "center",
-                 feature_fn: Callable[[ViewInput], FeatureResult] | None = None,
-                 extractor: FeatureExtractor | None = None) -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", view: str = "center"
+                 ) -> None:
         from fit3d_ros.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
         self.ckpt = load_checkpoint(checkpoint, map_location=device)
@@ -63,9 +62,9 @@ class Segmenter:
         self.pre = self.ckpt.preprocessing
         self.inject = bool(self.ckpt.model_config.inject_2d)
         self.latency = LatencyStats()
-        self.extractor = extractor
-        self._feature_fn = feature_fn
-        if self.inject and feature_fn is None and extractor is None:
+        self.extractor: FeatureExtractor | None = None
+        self._feature_fn: Callable[[ViewInput], FeatureResult] | None = None
+        if self.inject:
             self.extractor = FeatureExtractor(self.feature_config(device))
 
     @property
@@ -100,11 +99,11 @@ class Segmenter:
 
     def _point_2d(self, xyz: np.ndarray, views: Sequence[ViewInput]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        from fit3d_ros.models import gather_point_features, project_points
+        from fit3d_ros.models.mapping import point_features_from_maps
 
         dim = int(self.ckpt.model_config.feat_2d_dim)
-        if not views:
-            return torch.zeros(len(xyz), dim), torch.zeros(len(xyz), dtype=torch.bool)
+        if not views:  # zero features, no latency samples
+            return point_features_from_maps(xyz, [], [], [], 0, dim=dim)
         with self.latency.time("backbone"):
             results = [self._features(v) for v in views]
         with self.latency.time("mapping"):
@@ -112,17 +111,12 @@ class Segmenter:
             if maps[0].shape[0] != dim:
                 raise ValueError(f"2D features have {maps[0].shape[0]} channels, the "
                                  f"checkpoint expects {dim} ({self.pre.backbone})")
-            h, w = max(m.shape[1] for m in maps), max(m.shape[2] for m in maps)
-            stacked = torch.zeros(len(maps), dim, h, w)
-            for k, m in enumerate(maps):  # loop over cameras only (sizes may differ)
-                stacked[k, :, :m.shape[1], :m.shape[2]] = m
             patch = results[0].input_size[0] // maps[0].shape[1]  # ViT patch size
             cams = [r.camera if r.camera is not None else
                     v.camera.scaled(r.input_size[1], r.input_size[0])
                     for r, v in zip(results, views)]
-            proj = project_points(xyz, cams,
-                                  [v.T_cam_cloud for v in views], patch)
-            return gather_point_features(proj, stacked, view=self.view, seed=0)
+            return point_features_from_maps(xyz, maps, cams, [v.T_cam_cloud for v in views],
+                                            patch, view=self.view, seed=0, dim=dim)
 
     @torch.inference_mode()
     def __call__(self, cloud: PointCloud, views: Sequence[ViewInput] = (),
