@@ -29,28 +29,19 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
 
 
-def _frames(text: str) -> slice:
-    a, b, c = (int(x) for x in text.split(":"))
-    return slice(a, b, c)
-
-
 def score(views, maps: dict, pairs, stride: int = 8, num_corr: int = 250) -> dict:
     """Recall (mutual NN + ratio 0.9, 10 px), NN accuracy, cosine statistics, and
     Probe3D's fixed-count variant: the `num_corr` NN matches per pair with the highest
     ratio-test weight 1 - d1/d2 (cosine distances), all or mutual ones only."""
-    from fit3d_ros.training.correspondence import (ViewPoints, project_to_color,
-                                                   sample_features, score_matches, view_points,
-                                                   visible_in)
+    from fit3d_ros.training.correspondence import (covisible_points, project_to_color,
+                                                   sample_features, score_matches)
 
     acc = {n: np.zeros(4) for n in maps}
     extra = {n: {"topk": np.zeros(2), "topk_mutual": np.zeros(2)} for n in maps}  # correct, proposed, nn correct, nn total
     cos = {n: ([], []) for n in maps}
     for i, j, _, _ in pairs:
         va, vb = views[i], views[j]
-        pa, pb = view_points(va, stride), view_points(vb, stride)
-        ok_a, _ = visible_in(vb, pa.xyz, 0.05)
-        ok_b, _ = visible_in(va, pb.xyz, 0.05)
-        pa, pb = ViewPoints(pa.xyz[ok_a], pa.uv[ok_a]), ViewPoints(pb.xyz[ok_b], pb.uv[ok_b])
+        pa, pb = covisible_points(va, vb, stride, 0.05)
         uv_true, _ = project_to_color(vb, pa.xyz)
         d2 = ((uv_true[:, None, :] - pb.uv[None]) ** 2).sum(-1)
         partner = d2.argmin(1)
@@ -84,10 +75,10 @@ def score(views, maps: dict, pairs, stride: int = 8, num_corr: int = 250) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     from fit3d_ros.training.correspondence import select_pairs
-    from fit3d_ros.training.evaluate import feature_sets
     from fit3d_ros.training.point_features import BackboneSpec
     from fit3d_ros.training.scene_file import load_scene_file
     from fit3d_ros.training.scenes import load_scene
+    from fit3d_ros.training.vit_features import build_spec_backbone, extract
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("scene_file")
@@ -109,15 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"scene_file": args.scene_file, "token_budget": args.token_budget}
 
     def models(views) -> dict:
-        maps: dict = {}
-        for f in args.finetuned or [None]:
-            sets = feature_sets(spec, f, [v.rgb for v in views], args.token_budget, "cpu")
-            maps.setdefault("original", sets["original"][0])
-            if f is not None:
-                maps[Path(f).name] = sets["finetuned"][0]
+        """Patch maps of the teacher ("original", extracted once) and of each student."""
+        images = [v.rgb for v in views]
+        maps = {"original": extract(build_spec_backbone(spec), images, args.token_budget)[0]}
+        for f in args.finetuned:
+            maps[Path(f).name] = extract(build_spec_backbone(spec, weights=f), images,
+                                         args.token_budget)[0]
         return maps
 
-    scene = load_scene(args.data, frames=_frames(args.frames), holdout_every=args.holdout_every)
+    scene = load_scene(args.data, frames=args.frames, holdout_every=args.holdout_every)
     views = scene.subset("heldout")
     held = [i for i in range(len(fs.train)) if not fs.train[i]]
     if [fs.meta["frames"][i] for i in held] != [v.index for v in views]:
@@ -134,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     out["lift_heldout"] = {"views": len(views), "pairs": len(pairs),
                            **score(views, maps, pairs, num_corr=args.num_corr)}
     if args.unseen:
-        uv = load_scene(args.data, frames=_frames(args.unseen), holdout_every=2).subset("heldout")
+        uv = load_scene(args.data, frames=args.unseen, holdout_every=2).subset("heldout")
         up = select_pairs(uv, args.pairs, 8, 0.3, 0.05)
         out["unseen"] = {"views": len(uv), "pairs": len(up),
                          **score(uv, models(uv), up, num_corr=args.num_corr)}

@@ -91,17 +91,14 @@ def mutual_matches(fa: torch.Tensor, fb: torch.Tensor, ratio: float
     return ia[keep], nn_ab[keep]
 
 
-def pair_counts(va: SceneView, vb: SceneView, fmap_a: torch.Tensor, fmap_b: torch.Tensor,
-                stride: int, ratio: float, threshold_px: float, tolerance: float
-                ) -> tuple[int, int]:
-    """(correct, proposed) matches between views a and b for one feature model."""
+def covisible_points(va: SceneView, vb: SceneView, stride: int, tolerance: float
+                     ) -> tuple[ViewPoints, ViewPoints]:
+    """Depth-grid points of a and of b (in that order) that the other view also sees."""
     pa, pb = view_points(va, stride), view_points(vb, stride)
     vis_a, _ = visible_in(vb, pa.xyz, tolerance)
     vis_b, _ = visible_in(va, pb.xyz, tolerance)
-    pa = ViewPoints(pa.xyz[vis_a], pa.uv[vis_a])
-    pb = ViewPoints(pb.xyz[vis_b], pb.uv[vis_b])
-    return score_points(pa, pb, vb, fmap_a, fmap_b, va.color_camera.size,
-                        vb.color_camera.size, ratio, threshold_px)
+    return (ViewPoints(pa.xyz[vis_a], pa.uv[vis_a]),
+            ViewPoints(pb.xyz[vis_b], pb.uv[vis_b]))
 
 
 def score_points(pa: ViewPoints, pb: ViewPoints, vb: SceneView, fmap_a: torch.Tensor,
@@ -168,9 +165,11 @@ def correspondence_recall(views: list[SceneView], fmaps: dict[str, list[torch.Te
     bins: dict[str, dict[str, np.ndarray]] = {}
     for i, j, angle, _ in pairs:
         b = bins.setdefault(bin_name(angle), {n: np.zeros(2, np.int64) for n in fmaps})
+        va, vb = views[i], views[j]
+        pa, pb = covisible_points(va, vb, stride, tolerance)  # the same for every model
         for name, maps in fmaps.items():
-            c = np.array(pair_counts(views[i], views[j], maps[i], maps[j], stride, ratio,
-                                     threshold_px, tolerance))
+            c = np.array(score_points(pa, pb, vb, maps[i], maps[j], va.color_camera.size,
+                                      vb.color_camera.size, ratio, threshold_px))
             totals[name] += c
             b[name] += c
 

@@ -34,13 +34,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def feature_sets(spec: BackboneSpec, finetuned: str | Path | None, images: list[np.ndarray],
-                 token_budget: int | None, device: str = "cpu"
+                 token_budget: int | None, device: str = "cpu", batch: int = 8
                  ) -> dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]:
-    """{"original", ["finetuned", "concat"]} -> (patch maps, [CLS]) for `images`."""
-    out = {"original": extract(build_spec_backbone(spec, device), images, token_budget)}
+    """{"original", ["finetuned", "concat"]} -> (patch maps, [CLS]) for `images`, run
+    `batch` images at a time (batch=1 for images of different sizes)."""
+    out = {"original": extract(build_spec_backbone(spec, device), images, token_budget,
+                               batch)}
     if finetuned is not None:
         ft = extract(build_spec_backbone(spec, device, weights=finetuned), images,
-                     token_budget)
+                     token_budget, batch)
         out["finetuned"] = ft
         out["concat"] = ([torch.cat(p, 0) for p in zip(out["original"][0], ft[0])],
                          [torch.cat(c, 0) for c in zip(out["original"][1], ft[1])])
@@ -168,14 +170,9 @@ def run_seg_probe(folder: str | Path, spec: BackboneSpec, finetuned: str | Path 
     lab_tr = [_resize_labels(x[2], cfg.target_width) for x in tr]
     lab_va = [_resize_labels(x[2], cfg.target_width) for x in va]
     sizes = {x[1].shape for x in tr + va}
-    sets: dict[str, Any] = {}
-    if len(sizes) == 1:
-        sets = feature_sets(spec, finetuned, [x[1] for x in tr + va], cfg.token_budget,
-                            device)
-    else:  # images of different sizes: one at a time
-        per = [feature_sets(spec, finetuned, [x[1]], cfg.token_budget, device)
-               for x in tr + va]
-        sets = {k: ([p[k][0][0] for p in per], [p[k][1][0] for p in per]) for k in per[0]}
+    # images of different sizes cannot share a batch: then one at a time
+    sets = feature_sets(spec, finetuned, [x[1] for x in tr + va], cfg.token_budget, device,
+                        batch=8 if len(sizes) == 1 else 1)
     n = len(tr)
     out = {}
     for name, (patches, _) in sets.items():

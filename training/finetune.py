@@ -98,14 +98,15 @@ def epoch_order(counts: Sequence[int], epochs: float, seed: int) -> list[tuple[i
     return order[:total]
 
 
-def _target(scene: FeatureScene, view: int, grid: tuple[int, int], flip: bool,
-            backend: str) -> torch.Tensor:
-    """F_high resized to the token grid (C,h,w), flipped with the image."""
+def _targets(scene: FeatureScene, view: int, grid: tuple[int, int], flips: bool,
+             backend: str) -> dict[bool, torch.Tensor]:
+    """F_high resized to the token grid (C,h,w), keyed by whether the image is flipped;
+    the flipped one (only when `flips`) is flipped before resizing, like the image, so
+    it is bit-identical to resizing the flipped render. One render serves both."""
     f = scene.render_f_high(view, backend)
-    if flip:
-        f = f.flip(-1)
-    return F.interpolate(f[None], size=grid, mode="bilinear", align_corners=False,
-                         antialias=True)[0]
+    return {flip: F.interpolate((f.flip(-1) if flip else f)[None], size=grid,
+                                mode="bilinear", align_corners=False, antialias=True)[0]
+            for flip in ((False, True) if flips else (False,))}
 
 
 CKPT_FORMAT = "fit3d_ros.finetune/1"
@@ -172,6 +173,19 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
         opt.load_state_dict(d["optimizer"])
         start, history = int(d["step"]), [float(x) for x in d["losses"]]
     end = steps if stop_at is None else min(stop_at, steps)
+    # the frozen scene's targets, rendered once per (scene, view, grid) when views recur
+    # (more than one epoch); with one epoch each view comes up once and caching only costs
+    # memory
+    cache: dict[tuple[int, int, tuple[int, int]], dict[bool, torch.Tensor]] | None = \
+        {} if cfg.epochs > 1 else None
+
+    def target(s: int, view: int, grid: tuple[int, int], flip: bool) -> torch.Tensor:
+        if cache is None:
+            return _targets(scenes[s], view, grid, flip, backend)[flip]
+        key = (s, view, grid)
+        if key not in cache:
+            cache[key] = _targets(scenes[s], view, grid, cfg.flip, backend)
+        return cache[key][flip]
 
     def step_fn(step: int) -> float:
         rng = step_rng(cfg.seed, step)
@@ -184,7 +198,7 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
             x = student.preprocess(img.flip(1) if flip else img, cfg.token_budget)
             grid = (x.shape[2] // student.patch_size, x.shape[3] // student.patch_size)
             imgs.append(x)
-            targets.append(_target(scene, view, grid, flip, backend))
+            targets.append(target(s, view, grid, flip))
         same = all(t.shape == targets[0].shape for t in targets)
         if not same:
             raise ValueError("scenes of one batch have different sizes; use batch_size 1")

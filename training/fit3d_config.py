@@ -8,7 +8,7 @@ Algorithm 1's fine-tuning (AdamW lr 1e-5, weight decay 1e-4, batch 2, 1 epoch, c
 at DITR's token budget. ``tiny`` keeps every mechanism but shrinks the numbers (160×120
 renders, D = 16, a few hundred iterations, 192 tokens, higher fine-tuning lr) so the
 whole chain runs on a 2-core laptop in minutes. Plain dataclasses; ``with_overrides``
-applies command-line options; ``to_dict``/``from_dict`` store them in result files.
+applies command-line options; ``to_dict`` stores them in result files.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PRESETS = ("tiny", "default")
 
 
 class _Preset:
-    """Mixin: preset lookup, overrides and dict round trip for the dataclasses below."""
+    """Mixin: preset lookup, overrides and dict form for the dataclasses below."""
 
     @classmethod
     def preset_named(cls: type[C], name: str, **kw: Any) -> C:
@@ -38,14 +38,6 @@ class _Preset:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}")
-        return cls(**d)
 
 
 @dataclass

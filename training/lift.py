@@ -236,7 +236,8 @@ def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | 
     end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
 
     def save(done: int) -> None:
-        atomic_save(run.payload(done, spec, scene), ckpt)
+        if done < cfg.iterations:  # the finished run writes the scene file instead
+            atomic_save(run.payload(done, spec, scene), ckpt)
 
     run_steps(start, end, lambda s: run.step(s, train, backend), save, cfg.save_every,
               progress, f"lift {Path(scene.source).name}")

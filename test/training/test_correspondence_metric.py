@@ -7,10 +7,10 @@ import torch
 
 from fit3d_ros.sensors import CameraModel
 from fit3d_ros.threads import cpu_threads
-from fit3d_ros.training.correspondence import (ViewPoints, bin_name, mutual_matches,
-                                               rotation_angle_deg, sample_features,
-                                               score_matches, select_pairs, view_points,
-                                               visible_in)
+from fit3d_ros.training.correspondence import (ViewPoints, bin_name, covisible_points,
+                                               mutual_matches, rotation_angle_deg,
+                                               sample_features, score_matches, select_pairs,
+                                               view_points, visible_in)
 from fit3d_ros.training.scenes import SceneView
 
 @pytest.fixture(autouse=True)
@@ -41,10 +41,7 @@ def _rff(xyz: np.ndarray, dim: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def _covisible_points(va: SceneView, vb: SceneView) -> tuple[ViewPoints, ViewPoints]:
-    pa, pb = view_points(va, STRIDE), view_points(vb, STRIDE)
-    ka, _ = visible_in(vb, pa.xyz, 0.05)
-    kb, _ = visible_in(va, pb.xyz, 0.05)
-    return ViewPoints(pa.xyz[ka], pa.uv[ka]), ViewPoints(pb.xyz[kb], pb.uv[kb])
+    return covisible_points(va, vb, STRIDE, 0.05)
 
 
 def test_identical_features_give_recall_one():
