@@ -166,21 +166,33 @@ def has_subscribers(*publishers: Any) -> bool:
 
 
 def run_node(factory, args: list[str] | None = None) -> int:
-    """Init rclpy, build the node (start-up errors → message + exit 1), spin until shutdown."""
+    """Init rclpy, build the node(s) (start-up errors → message + exit 1), spin until
+    shutdown. `factory` returns one node, or a tuple of nodes served together by a
+    multi-threaded executor (the composed executable)."""
+    from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
+                                 SingleThreadedExecutor)
+
     prefer_large_data_transport()
     rclpy.init(args=args)
     try:
         try:
-            node = factory()
+            made = factory()
         except Exception as exc:  # noqa: BLE001 - start-up failure: say why, exit non-zero
             print(f"[fit3d_ros] start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
+        nodes = list(made) if isinstance(made, tuple) else [made]
+        executor = (MultiThreadedExecutor(num_threads=4) if len(nodes) > 1
+                    else SingleThreadedExecutor())
+        for node in nodes:
+            executor.add_node(node)
         try:
-            rclpy.spin(node)
-        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
-            node.destroy_node()
+            for node in nodes:  # out of the executor first: rclpy crashes otherwise
+                executor.remove_node(node)
+                node.destroy_node()
     finally:
         if rclpy.ok():
             rclpy.shutdown()

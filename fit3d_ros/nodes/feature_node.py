@@ -9,7 +9,6 @@ file ends the process with a clear error instead of a half-working node.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import fields
 
 from rclpy.node import Node
@@ -19,7 +18,7 @@ from fit3d_ros.pipeline import LatestWinsWorker
 from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor, PCAPreview
 from fit3d_ros.pipeline.shared import SharedResults
 
-from .common import NodeHealth, declare, has_subscribers, qos_from_name, run_node
+from .common import NodeHealth, Throttle, declare, has_subscribers, qos_from_name, run_node
 
 _DESCRIPTIONS = {
     "backbone": "ViT short name (dinov2_small, ...) or timm model name",
@@ -64,8 +63,7 @@ class FeatureNode(Node):
         self.publish_pca = declare(self, "publish_pca", True, "publish ~/features_pca")
         image_topic = declare(self, "image_topic", "image", "input RGB Image topic")
         rate = declare(self, "rate_limit_hz", 0.0, "max output rate (0 = no limit)")
-        self.min_period = 1.0 / rate if rate > 0 else 0.0
-        self._last_in = -1e18
+        self._rate = Throttle(1.0 / rate if rate > 0 else 0.0)  # output rate limit
         self.types = rclpy_types()
         self.extractor = extractor or FeatureExtractor(self.cfg)
         self.pca = PCAPreview()
@@ -86,11 +84,9 @@ class FeatureNode(Node):
         if not has_subscribers(*watched):
             self.health.count("skipped_no_subscribers")
             return
-        now = time.monotonic()
-        if now - self._last_in < self.min_period:
+        if not self._rate.ready("out"):
             self.health.count("skipped_rate_limit")
             return
-        self._last_in = now
         try:
             with self.health.latency.time("decode"):
                 rgb = image_to_rgb(msg)
@@ -116,9 +112,7 @@ class FeatureNode(Node):
                 result = self.shared.get((frame, stamp), lambda: self.extractor(rgb))
         with self.health.latency.time("publish"):
             if self.pub_features.get_subscription_count():
-                feats = result.patch.permute(1, 2, 0).float().cpu().numpy()
-                enc = f"32FC{feats.shape[2]}"
-                self.pub_features.publish(numpy_to_image(feats, enc, stamp, frame, self.types))
+                self.pub_features.publish(result.to_image(stamp, frame, self.types))
             if self.publish_pca and self.pub_pca.get_subscription_count():
                 self.pub_pca.publish(numpy_to_image(self.pca(result.patch), "rgb8", stamp,
                                                     frame, self.types))

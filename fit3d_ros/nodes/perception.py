@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-
 from fit3d_ros.pipeline.shared import SharedResults
 
-from .common import prefer_large_data_transport
+from .common import run_node
 from .feature_node import FeatureNode
 from .segmentation_node import SegmentationNode
 
 
-def build(shared: SharedResults | None = None) -> tuple[FeatureNode, SegmentationNode]:
+def build() -> tuple[FeatureNode, SegmentationNode]:
     """Both nodes wired to one extractor and one cache (rclpy must be initialised)."""
-    shared = shared or SharedResults()
+    shared = SharedResults()
     seg = SegmentationNode()
     extractor = seg.segmenter.extractor
-    feat = FeatureNode(extractor=extractor, shared=shared) if extractor is not None else \
-        FeatureNode(shared=shared)
+    feat = FeatureNode(extractor=extractor, shared=shared)  # None: the node builds its own
     if extractor is not None:
         seg.segmenter.share_features(lambda view: shared.get(
             view.key, lambda: extractor(view.rgb)))
@@ -42,28 +38,7 @@ def build(shared: SharedResults | None = None) -> tuple[FeatureNode, Segmentatio
 
 
 def main(args: list[str] | None = None) -> int:
-    prefer_large_data_transport()
-    rclpy.init(args=args if args is not None else sys.argv)
-    nodes = []
-    try:
-        try:
-            nodes = list(build())
-        except Exception as exc:  # noqa: BLE001 - start-up failure: say why, exit non-zero
-            print(f"[fit3d_ros] start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-        executor = MultiThreadedExecutor(num_threads=4)
-        for node in nodes:
-            executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-    finally:
-        for node in nodes:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(build, args if args is not None else sys.argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from fit3d_ros.sensors import CameraModel, PointCloud
 from fit3d_ros.sensors.sync import make_ros_synchronizer, make_subscriber
 from fit3d_ros.sensors.tf_buffer import TransformError
 
-from .common import NodeHealth, declare, has_subscribers, qos_from_name, run_node
+from .common import NodeHealth, Throttle, declare, has_subscribers, qos_from_name, run_node
 from .extrinsics import Extrinsics
 
 MODES = ("ditr", "image_free", "rgbd")
@@ -61,7 +61,7 @@ class SegmentationNode(Node):
         slop = p("sync_slop_s", 0.1, "approximate-time sync slop (s)")
         queue = p("sync_queue_size", 10, "sync queue per input")
         rate = p("rate_limit_hz", 0.0, "max output rate (0 = no limit)")
-        self.min_period = 1.0 / rate if rate > 0 else 0.0
+        self._rate = Throttle(1.0 / rate if rate > 0 else 0.0)  # output rate limit
         self.with_features = p("publish_point_features", False, "publish ~/point_features")
         extrinsics_file = p("extrinsics_file", "", "YAML static transforms (no tf2)")
         tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)")
@@ -86,7 +86,6 @@ class SegmentationNode(Node):
         self.extrinsics = Extrinsics(self, extrinsics_file, tf_timeout)
         self.types = rclpy_types()
         self.infos: dict[str, CameraModel] = {}
-        self._last_out = 0.0
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         self.pub = self.create_publisher(PointCloud2, "~/segmentation", 5)
@@ -137,11 +136,9 @@ class SegmentationNode(Node):
         if not has_subscribers(self.pub, self.pub_feat):
             self.health.count("skipped_no_subscribers")
             return
-        now = time.monotonic()
-        if now - self._last_out < self.min_period:
+        if not self._rate.ready("out"):
             self.health.count("skipped_rate_limit")
             return
-        self._last_out = now
         self.worker.submit(Frame(cloud_msg, list(image_msgs)))
 
     def destroy_node(self) -> None:
@@ -212,7 +209,8 @@ class SegmentationNode(Node):
         with self.health.latency.time("views"):
             views = self._views(finite, frame.image_msgs)
         with self.health.latency.time("segment"):
-            result = self.segmenter(finite, views, with_features=self.with_features)
+            want_features = self.with_features and self.pub_feat.get_subscription_count() > 0
+            result = self.segmenter(finite, views, with_features=want_features)
         with self.health.latency.time("publish"):
             out = labelled_cloud(finite, result, self.segmenter.palette)
             feats, out.feature = out.feature, None

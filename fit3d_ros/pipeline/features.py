@@ -54,6 +54,13 @@ class FeatureResult:
     camera: CameraModel | None
     input_size: tuple[int, int]  # (H', W') fed to the ViT
 
+    def to_image(self, stamp_ns: int, frame_id: str, types) -> object:
+        """``~/features`` message: sensor_msgs/Image ``32FC<C>``, one pixel per patch."""
+        from fit3d_ros.msgs import numpy_to_image
+
+        feats = self.patch.permute(1, 2, 0).float().cpu().numpy()
+        return numpy_to_image(feats, f"32FC{feats.shape[2]}", stamp_ns, frame_id, types)
+
 
 def build_feature_model(cfg: FeatureConfig) -> torch.nn.Module:
     """The backbone (or FiT3D pair) for `cfg`; raises WeightsUnavailableError offline."""

@@ -91,6 +91,7 @@ class _Run:
         self.latency = LatencyStats(window=100_000)
         self.types = rosbags_types()
         self.shared = SharedResults(capacity=64)
+        self.decoded = SharedResults(capacity=cfg.queue_size + 1)  # decoded images, by message
         self.segmenter = (Segmenter(cfg.checkpoint, device=cfg.device, view=cfg.view)
                           if cfg.checkpoint else None)
         # the segmenter keeps its checkpoint's backbone; feature outputs use --backbone if
@@ -112,6 +113,10 @@ class _Run:
         self.evaluator = None
         self.writer = BagWriter(out / "outputs.mcap", overwrite=True)
 
+    def _rgb(self, m):
+        """The message's image, decoded once (on_image and on_frame both need it)."""
+        return self.decoded.get((m.topic, m.index), lambda: image_to_rgb(m.msg))
+
     def _features(self, key, rgb):
         return self.shared.get(("out", *key), lambda: self.extractor(rgb))
 
@@ -123,7 +128,7 @@ class _Run:
             return
         try:
             with self.latency.time("decode"):
-                rgb = image_to_rgb(m.msg)
+                rgb = self._rgb(m)
             stamp, frame = stamp_to_ns(m.msg.header.stamp), m.msg.header.frame_id
         except (ConversionError, ValueError) as exc:
             self.counts.error(f"{topic} message {m.index}: {exc}")
@@ -133,10 +138,8 @@ class _Run:
         with self.latency.time("preview"):
             preview = self.pca.setdefault(topic, PCAPreview())(result.patch)
         with self.latency.time("write"):
-            feats = result.patch.permute(1, 2, 0).contiguous().numpy()
             self.writer.write(f"{topic.rsplit('/', 1)[0]}/features", IMAGE, m.log_time_ns,
-                              numpy_to_image(feats, f"32FC{feats.shape[2]}", stamp, frame,
-                                             self.types))
+                              result.to_image(stamp, frame, self.types))
             self.writer.write(f"{topic.rsplit('/', 1)[0]}/features_pca", IMAGE, m.log_time_ns,
                               numpy_to_image(preview, "rgb8", stamp, frame, self.types))
         shots = self.previews.setdefault(topic, [])
@@ -163,7 +166,7 @@ class _Run:
             try:
                 if cam is None:
                     raise ValueError("no CameraInfo before this image")
-                rgb = image_to_rgb(im.msg)
+                rgb = self._rgb(im)
                 T = buffer.lookup(im.msg.header.frame_id or cam.frame_id, cloud.frame_id,
                                   cloud.stamp)
             except (ConversionError, ValueError, TransformError) as exc:
@@ -173,12 +176,10 @@ class _Run:
                 continue
             views.append(ViewInput(rgb, cam, T.matrix,
                                    key=(im.msg.header.frame_id, stamp_to_ns(im.msg.header.stamp))))
-        t0 = time.perf_counter()
-        result = self.segmenter(cloud, views)
-        self.latency.add("segment", (time.perf_counter() - t0) * 1e3)
-        for stage, values in self.segmenter.latency.stages.items():
-            if values:
-                self.latency.add(f"segment.{stage}", values[-1])
+        with self.latency.time("segment"):
+            result = self.segmenter(cloud, views)
+        for stage, ms in self.segmenter.latency.last().items():
+            self.latency.add(f"segment.{stage}", ms)
         out = labelled_cloud(cloud, result, self.segmenter.palette)
         with self.latency.time("write"):
             self.writer.write("/segmentation", CLOUD, cloud_m.log_time_ns,
