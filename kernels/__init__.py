@@ -4,13 +4,12 @@
 one camera with a pure-torch reference, a C++ CPU kernel or gsplat on CUDA.
 """
 from .api import RasterOutput, rasterize_gaussians, resolve_backend
-from .cpu import KernelBuildError, extension_available, load_extension
+from .cpu import KernelBuildError, load_extension
 from .projection import project_gaussians, quat_to_rotmat, sh_to_rgb
 
 __all__ = [
     "KernelBuildError",
     "RasterOutput",
-    "extension_available",
     "load_extension",
     "project_gaussians",
     "quat_to_rotmat",

@@ -28,6 +28,7 @@ _CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math",
            "-fno-math-errno", "-fopenmp"]
 _LOCK = threading.Lock()
 _EXT: ModuleType | None = None
+_BUILD_ERROR: KernelBuildError | None = None  # a failed build is not retried per call
 
 
 class KernelBuildError(RuntimeError):
@@ -71,9 +72,11 @@ def _check_toolchain() -> None:
 
 def load_extension(verbose: bool = False) -> ModuleType:
     """Build (first call on this machine) or load the cached C++ extension."""
-    global _EXT
+    global _EXT, _BUILD_ERROR
     with _LOCK:
         if _EXT is None:
+            if _BUILD_ERROR is not None:
+                raise _BUILD_ERROR
             _check_toolchain()
             from torch.utils.cpp_extension import load
             build = cache_dir()
@@ -83,18 +86,10 @@ def load_extension(verbose: bool = False) -> ModuleType:
                             extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
                             build_directory=str(build), verbose=verbose)
             except (RuntimeError, OSError, ImportError) as err:
-                raise KernelBuildError(f"building the CPU rasterizer in {build} failed: "
-                                       f"{err}") from err
+                _BUILD_ERROR = KernelBuildError(f"building the CPU rasterizer in {build} "
+                                                f"failed: {err}")
+                raise _BUILD_ERROR from err
         return _EXT
-
-
-def extension_available() -> bool:
-    """Whether the CPU extension is (or can be) built on this machine."""
-    try:
-        load_extension()
-    except KernelBuildError:
-        return False
-    return True
 
 
 class _CompositeCPU(torch.autograd.Function):

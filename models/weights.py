@@ -77,11 +77,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def is_meta_dinov2_layout(state: dict[str, torch.Tensor]) -> bool:
-    """Meta's DINOv2 checkpoints carry ``mask_token`` (timm's never do)."""
-    return "mask_token" in state
-
-
 def convert_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Map a timm- or Meta-layout state dict onto `model` (a timm VisionTransformer)."""
     from timm.models.vision_transformer import checkpoint_filter_fn
