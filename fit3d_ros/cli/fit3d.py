@@ -16,18 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fit3d_ros.cli._common import backbone_args, backbone_spec, emit, fmt, setup_threads
 from fit3d_ros.cli.main import CommandError
-
-
-def _backbone(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", required=True, metavar="NAME",
-                   help="ViT short name (dinov2_small, ...) or timm model name")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--weights", metavar="FILE", help="local .pth/.safetensors weights")
-    g.add_argument("--random-init", action="store_true",
-                   help="seeded random ViT (no pretrained weights; results say so)")
-    g.add_argument("--pretrained", action="store_true", help="pretrained weights (hub)")
-    p.add_argument("--backbone-seed", type=int, default=0, help="seed of --random-init")
 
 
 def _scene(p: argparse.ArgumentParser, holdout: int) -> None:
@@ -50,30 +40,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _spec(args: argparse.Namespace, token_budget: int | None):
-    from fit3d_ros.training.point_features import BackboneSpec
-
-    return BackboneSpec(name=args.backbone, weights=args.weights, random_init=args.random_init,
-                        seed=args.backbone_seed, token_budget=token_budget)
-
-
-def _setup(args: argparse.Namespace) -> None:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-
 def _emit(args: argparse.Namespace, result: dict[str, Any], lines: list[str]) -> int:
-    if getattr(args, "out", None):
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else "\n".join(lines))
-    return 0
-
-
-def _f(v: Any, fmt: str = ".4f") -> str:
-    return "n/a" if v is None else format(v, fmt)
+    return emit(args, result, lines, out=getattr(args, "out", None))  # evaluations: --out FILE
 
 
 def _load(args: argparse.Namespace):
@@ -86,7 +54,7 @@ def _lift(args: argparse.Namespace) -> int:
     from fit3d_ros.training.fit3d_config import LiftConfig
     from fit3d_ros.training.lift import checkpoint_path, lift_scene
 
-    _setup(args)
+    setup_threads(args)
     out = Path(args.output)
     if out.exists() and not args.force:
         raise CommandError(f"{out} exists (pass --force to replace it)")
@@ -95,7 +63,7 @@ def _lift(args: argparse.Namespace) -> int:
     cfg = LiftConfig.preset_named(args.config).with_overrides(
         iterations=args.iterations, feature_dim=args.feature_dim, image_width=args.width,
         save_every=args.save_every, seed=args.seed)
-    spec = _spec(args, cfg.token_budget)
+    spec = backbone_spec(args, cfg.token_budget)
     r = lift_scene(_load(args), spec, cfg, out, resume=args.resume,
                    progress=not args.no_progress, backend=args.backend, device=args.device)
     keys = ("psnr_heldout", "feature_l1_heldout", "num_gaussians", "iterations", "seconds")
@@ -107,7 +75,7 @@ def _lift(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {out}: {r['num_gaussians']} Gaussians, {r['iterations']} iterations, "
           f"{r['seconds']:.0f} s (teacher {spec.teacher})\nheld-out PSNR "
-          f"{_f(r.get('psnr_heldout'), '.2f')} dB, feature L1 {_f(r.get('feature_l1_heldout'))}")
+          f"{fmt(r.get('psnr_heldout'), '.2f')} dB, feature L1 {fmt(r.get('feature_l1_heldout'))}")
     return 0
 
 
@@ -115,13 +83,13 @@ def _finetune(args: argparse.Namespace) -> int:
     from fit3d_ros.training.finetune import finetune
     from fit3d_ros.training.fit3d_config import FinetuneConfig
 
-    _setup(args)
+    setup_threads(args)
     if Path(args.output).exists() and not args.force:
         raise CommandError(f"{args.output} exists (pass --force to replace it)")
     cfg = FinetuneConfig.preset_named(args.config).with_overrides(
         epochs=args.epochs, lora_rank=args.lora_rank, lr=args.lr, batch_size=args.batch_size,
         seed=args.seed, save_every=args.save_every)
-    r = finetune(args.scene_files, _spec(args, cfg.token_budget), cfg, args.output,
+    r = finetune(args.scene_files, backbone_spec(args, cfg.token_budget), cfg, args.output,
                  progress=not args.no_progress, backend=args.backend, device=args.device,
                  resume=args.resume)
     return _emit(args, r, [f"wrote {r['output']} ({r['steps']} steps over {r['views']} views, "
@@ -139,14 +107,14 @@ def _eval_cfg(args: argparse.Namespace):
 def _eval_corr(args: argparse.Namespace) -> int:
     from fit3d_ros.training.evaluate import run_correspondence
 
-    _setup(args)
+    setup_threads(args)
     cfg = _eval_cfg(args)
-    r = run_correspondence(_load(args), _spec(args, cfg.token_budget), args.finetuned, cfg,
+    r = run_correspondence(_load(args), backbone_spec(args, cfg.token_budget), args.finetuned, cfg,
                            device=args.device)
     key = f"recall@{cfg.threshold_px:g}px"
     lines = [f"{key} over {r['pairs']} held-out pairs ({r['backbone']['provenance']}):"]
-    lines += [f"  {n:<10} {_f(v)}  ({r['matches'][n]} matches)" for n, v in r[key].items()]
-    lines += [f"  {b}: " + ", ".join(f"{n} {_f(v[n])}" for n in r[key]) + f" ({v['pairs']} pairs)"
+    lines += [f"  {n:<10} {fmt(v)}  ({r['matches'][n]} matches)" for n, v in r[key].items()]
+    lines += [f"  {b}: " + ", ".join(f"{n} {fmt(v[n])}" for n in r[key]) + f" ({v['pairs']} pairs)"
               for b, v in r["bins"].items()]
     return _emit(args, r, lines)
 
@@ -154,29 +122,29 @@ def _eval_corr(args: argparse.Namespace) -> int:
 def _eval_depth(args: argparse.Namespace) -> int:
     from fit3d_ros.training.evaluate import run_depth_probe
 
-    _setup(args)
+    setup_threads(args)
     cfg = _eval_cfg(args)
-    r = run_depth_probe(_load(args), _spec(args, cfg.token_budget), args.finetuned, cfg,
+    r = run_depth_probe(_load(args), backbone_spec(args, cfg.token_budget), args.finetuned, cfg,
                            device=args.device)
     return _emit(args, r, [f"depth probe ({r['backbone']['provenance']}):"] +
-                 [f"  {n:<10} RMSE {_f(v['rmse'])} m  AbsRel {_f(v['absrel'])}"
+                 [f"  {n:<10} RMSE {fmt(v['rmse'])} m  AbsRel {fmt(v['absrel'])}"
                   for n, v in r["depth"].items()])
 
 
 def _eval_seg(args: argparse.Namespace) -> int:
     from fit3d_ros.training.evaluate import run_seg_probe
 
-    _setup(args)
+    setup_threads(args)
     cfg = _eval_cfg(args)
-    r = run_seg_probe(args.folder, _spec(args, cfg.token_budget), args.finetuned, cfg,
+    r = run_seg_probe(args.folder, backbone_spec(args, cfg.token_budget), args.finetuned, cfg,
                       args.holdout_every, device=args.device)
     return _emit(args, r, [f"segmentation probe ({r['backbone']['provenance']}):"] +
-                 [f"  {n:<10} mIoU {_f(v['miou'])}  mAcc {_f(v['macc'])}  aAcc {_f(v['aacc'])}"
+                 [f"  {n:<10} mIoU {fmt(v['miou'])}  mAcc {fmt(v['macc'])}  aAcc {fmt(v['aacc'])}"
                   for n, v in r["segmentation"].items()])
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    _backbone(p)
+    backbone_args(p, required=True)
     p.add_argument("--finetuned", metavar="FILE", help="fine-tuned weights (finetune output)")
     p.add_argument("--out", metavar="FILE", help="also write the result as JSON")
     _common(p)
@@ -189,7 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "depth, 3DGS colour loss, L1 feature loss with gradient "
                               "separation) and write a scene file.")
     _scene(p, 8)
-    _backbone(p)
+    backbone_args(p, required=True)
     p.add_argument("-o", "--output", required=True, metavar="SCENE_FILE")
     p.add_argument("--iterations", type=int, help="override the config's iterations")
     p.add_argument("--feature-dim", type=int, metavar="D", help="feature channels (64)")
@@ -205,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Fine-tune the ViT on features rendered from lifted "
                               "scenes; writes safetensors loadable by timm.")
     p.add_argument("scene_files", nargs="+", metavar="SCENE_FILE")
-    _backbone(p)
+    backbone_args(p, required=True)
     p.add_argument("-o", "--output", required=True, metavar="FINETUNED.safetensors")
     p.add_argument("--epochs", type=float, help="passes over all training views (1)")
     p.add_argument("--lora-rank", type=int, metavar="R", help="LoRA instead of full tuning")

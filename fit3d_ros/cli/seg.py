@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fit3d_ros.cli._common import backbone_args, backbone_spec, emit, fmt, setup_threads
 from fit3d_ros.cli.main import CommandError
 
 
@@ -53,27 +54,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _backbone_args(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("--backbone", required=required, metavar="NAME",
-                   help="2D ViT short name (dinov2_small, ...) or timm model name")
-    g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--weights", metavar="FILE", help="local .pth/.safetensors weights")
-    g.add_argument("--random-init", action="store_true",
-                   help="seeded random ViT (no pretrained weights; results say so)")
-    g.add_argument("--pretrained", action="store_true", help="download pretrained weights")
-    p.add_argument("--backbone-seed", type=int, default=0, help="seed of --random-init")
+    backbone_args(p, required)
     p.add_argument("--fit3d", action="store_true",
                    help="FiT3D assembly: original ‖ fine-tuned features")
     p.add_argument("--token-budget", type=int, default=37 * 37,
                    help="ViT patches per image (DITR: 37x37)")
     p.add_argument("--view", choices=["random", "center", "first"], default="random",
                    help="camera choice for points seen by several cameras")
-
-
-def _setup(args: argparse.Namespace) -> None:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
 
 def _load(args: argparse.Namespace, paths: list[str]) -> list:
@@ -85,16 +72,12 @@ def _load(args: argparse.Namespace, paths: list[str]) -> list:
 
 
 def _spec(args: argparse.Namespace):
-    from fit3d_ros.training.point_features import BackboneSpec
-
     if args.backbone is None:
         raise CommandError("--backbone is required")
     if not (args.weights or args.random_init or args.pretrained):
         raise CommandError("choose the backbone weights: --weights FILE, --pretrained or "
                            "--random-init")
-    return BackboneSpec(name=args.backbone, weights=args.weights, random_init=args.random_init,
-                        seed=args.backbone_seed, token_budget=args.token_budget,
-                        view=args.view, fit3d=args.fit3d)
+    return backbone_spec(args, args.token_budget, view=args.view, fit3d=args.fit3d)
 
 
 def _config(cls, args: argparse.Namespace):
@@ -121,23 +104,11 @@ def _check_output(args: argparse.Namespace, resume: bool = False) -> None:
                            "--resume to continue a train-seg run)")
 
 
-def _print(args: argparse.Namespace, result: dict[str, Any], lines: list[str]) -> int:
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("\n".join(lines))
-    return 0
-
-
-def _fmt(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
-
-
 def _distill(args: argparse.Namespace) -> int:
     from fit3d_ros.training.distill import run_distillation
     from fit3d_ros.training.seg_config import DistillConfig
 
-    _setup(args)
+    setup_threads(args)
     _check_output(args)
     spec = _spec(args)
     cfg = _config(DistillConfig, args)
@@ -145,18 +116,17 @@ def _distill(args: argparse.Namespace) -> int:
         cfg.holdout = args.holdout
     r = run_distillation(_load(args, args.data), spec, cfg, args.output, args.cache,
                          args.device, not args.no_progress)
-    return _print(args, r, [f"wrote {r['output']} (D-DITR, {r['steps']} steps, teacher "
-                            f"{r['backbone']}: {r['teacher']})",
-                            f"held-out cosine similarity: {_fmt(r['heldout_cosine'])} over "
-                            f"{r['heldout_points']} visible points"])
+    return emit(args, r, [f"wrote {r['output']} (D-DITR, {r['steps']} steps, teacher "
+                          f"{r['backbone']}: {r['teacher']})",
+                          f"held-out cosine similarity: {fmt(r['heldout_cosine'])} over "
+                          f"{r['heldout_points']} visible points"])
 
 
 def _train_seg(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.point_features import BackboneSpec  # noqa: F401 (fail early)
     from fit3d_ros.training.seg_config import SegTrainConfig
     from fit3d_ros.training.train_seg import train_segmentation
 
-    _setup(args)
+    setup_threads(args)
     _check_output(args, resume=args.resume)
     if args.resume and (args.init or args.inject):
         raise CommandError("--resume takes the run's settings from its checkpoint; drop "
@@ -172,14 +142,14 @@ def _train_seg(args: argparse.Namespace) -> int:
                            init_dataset=args.init_dataset, inject=spec, resume=args.resume,
                            val=val, cache_dir=args.cache, device=args.device,
                            progress=not args.no_progress)
-    lines = [f"wrote {r['output']} ({r['steps']} steps, final loss {_fmt(r['final_train_loss'])}"
+    lines = [f"wrote {r['output']} ({r['steps']} steps, final loss {fmt(r['final_train_loss'])}"
              f"{', DITR injection' if r['inject'] else ''}"
              f"{', init ' + r['init'] if r['init'] else ''})"]
     if r.get("teacher"):
         lines.append(f"2D teacher: {r['teacher']}")
     if "val" in r:
-        lines.append(f"val mIoU {_fmt(r['val']['miou'])}, accuracy {_fmt(r['val']['accuracy'])}")
-    return _print(args, r, lines)
+        lines.append(f"val mIoU {fmt(r['val']['miou'])}, accuracy {fmt(r['val']['accuracy'])}")
+    return emit(args, r, lines)
 
 
 def _eval_seg(args: argparse.Namespace) -> int:
@@ -188,7 +158,7 @@ def _eval_seg(args: argparse.Namespace) -> int:
     from fit3d_ros.training.seg_eval import evaluate
     from fit3d_ros.training.seg_metrics import write_confusion
 
-    _setup(args)
+    setup_threads(args)
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.kind != "segmentation":
         raise CommandError(f"{args.checkpoint} is a {ckpt.kind} checkpoint; eval-seg needs a "
@@ -206,12 +176,12 @@ def _eval_seg(args: argparse.Namespace) -> int:
              teacher=ckpt.training.get("teacher"), confusion_json=str(jpath),
              confusion_png=str(ppath))
     (out / "metrics.json").write_text(json.dumps(r, indent=1))
-    lines = [f"mIoU {_fmt(r['miou'])}  accuracy {_fmt(r['accuracy'])}  ({r['points']} points)",
-             f"visible mIoU {_fmt(r['visible_miou'])}  invisible mIoU "
-             f"{_fmt(r['invisible_miou'])}"]
-    lines += [f"  {n:<16} {_fmt(v)}" for n, v in r["per_class_iou"].items()]
+    lines = [f"mIoU {fmt(r['miou'])}  accuracy {fmt(r['accuracy'])}  ({r['points']} points)",
+             f"visible mIoU {fmt(r['visible_miou'])}  invisible mIoU "
+             f"{fmt(r['invisible_miou'])}"]
+    lines += [f"  {n:<16} {fmt(v)}" for n, v in r["per_class_iou"].items()]
     lines.append(f"confusion matrix: {jpath}, {ppath}")
-    return _print(args, r, lines)
+    return emit(args, r, lines)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
