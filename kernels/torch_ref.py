@@ -9,8 +9,9 @@ The only concessions to speed and memory are chunking over square pixel blocks, 
 seeing just the Gaussians whose alpha-≥-1/255 rectangle touches it (exact, see
 projection.py), and activation checkpointing per block (recomputed in backward), so
 memory stays O(block² × Gaussians per block) instead of growing with the image.
-With `geom_channels` < C the trailing channels (features) are composited with detached
-weights: their gradient reaches only the channel values (FiT3D gradient separation).
+With `detach_features` the feature channels (after rgb+depth) are composited with
+detached weights: their gradient reaches only the feature values, not the Gaussians'
+geometry (FiT3D gradient separation).
 """
 from __future__ import annotations
 

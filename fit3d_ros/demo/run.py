@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fit3d_ros.logs.bag import BagWriter
-from fit3d_ros.logs.convert import BagOut
+from fit3d_ros.logs.convert import CAMERA_INFO, IMAGE, POINTCLOUD2, BagOut
 from fit3d_ros.msgs import (cloud_to_pointcloud2, depth_to_image, model_to_camera_info,
                             rosbags_types)
 from fit3d_ros.threads import cpu_threads
@@ -54,12 +54,12 @@ def write_scene_bag(path: Path, frames: range, cfg: S.SceneConfig) -> Path:
             out.tf([pose], stamp)
             rgb, depth = S.render_camera(pose, cam, rng)
             out.camera(TOPICS["image"], TOPICS["info"], cam, rgb, stamp)
-            writer.write(TOPICS["depth_info"], "sensor_msgs/msg/CameraInfo", stamp,
+            writer.write(TOPICS["depth_info"], CAMERA_INFO, stamp,
                          model_to_camera_info(cam, stamp, cam.frame_id, types))
-            writer.write(TOPICS["depth"], "sensor_msgs/msg/Image", stamp,
+            writer.write(TOPICS["depth"], IMAGE, stamp,
                          depth_to_image(depth, stamp, cam.frame_id, types))
             cloud = S.render_lidar(pose, cfg, stamp, rng)
-            writer.write(TOPICS["cloud"], "sensor_msgs/msg/PointCloud2", stamp,
+            writer.write(TOPICS["cloud"], POINTCLOUD2, stamp,
                          cloud_to_pointcloud2(cloud, types))
     write_sidecar(path, demo_classes())
     return path

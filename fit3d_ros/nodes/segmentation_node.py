@@ -69,8 +69,6 @@ class SegmentationNode(Node):
         throttle = p("throttle_s", 5.0, "warning period (s)")
         if self.mode not in MODES:
             raise ValueError(f"parameter mode must be one of {MODES}, got {self.mode!r}")
-        if view not in ("center", "first", "random"):
-            raise ValueError(f"parameter view must be center, first or random, got {view!r}")
         if not self.checkpoint and segmenter is None:
             raise ValueError("parameter checkpoint is required (a SEG.ckpt from "
                              "`fit3d-ros train-seg`)")

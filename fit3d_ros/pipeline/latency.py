@@ -22,7 +22,8 @@ class LatencyStats:
     window: int = 1000
     stages: dict[str, deque] = field(default_factory=dict)
 
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
 
     def add(self, stage: str, ms: float) -> None:
         with self._lock:  # the worker adds while a diagnostics timer reads

@@ -61,7 +61,12 @@ class ReplayCounts:
     errors: list[str] = field(default_factory=list)
 
     def error(self, text: str) -> None:
+        """Count a bad message and note why."""
         self.bad_messages += 1
+        self.note(text)
+
+    def note(self, text: str) -> None:
+        """Keep `text` among the first 20 error notes (counts nothing)."""
         if len(self.errors) < 20:
             self.errors.append(text)
 
@@ -171,8 +176,7 @@ class _Run:
                                   cloud.stamp)
             except (ConversionError, ValueError, TransformError) as exc:
                 self.counts.skipped_cameras += 1
-                if len(self.counts.errors) < 20:
-                    self.counts.errors.append(f"{topic} message {im.index}: camera skipped: {exc}")
+                self.counts.note(f"{topic} message {im.index}: camera skipped: {exc}")
                 continue
             views.append(ViewInput(rgb, cam, T.matrix,
                                    key=(im.msg.header.frame_id, stamp_to_ns(im.msg.header.stamp))))

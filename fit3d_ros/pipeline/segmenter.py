@@ -50,8 +50,11 @@ class Segmenter:
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", view: str = "center"
                  ) -> None:
+        from fit3d_ros.models.mapping import VIEW_CHOICES
         from fit3d_ros.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
+        if view not in VIEW_CHOICES:  # before the (slow) checkpoint load
+            raise ValueError(f"view must be one of {VIEW_CHOICES}, got {view!r}")
         self.ckpt = load_checkpoint(checkpoint, map_location=device)
         if self.ckpt.kind != "segmentation":
             raise ValueError(f"{checkpoint}: a {self.ckpt.kind} checkpoint has no "
