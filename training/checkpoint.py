@@ -11,10 +11,14 @@ and free-form training state / metrics. :func:`load_checkpoint` returns a typed
 of a pretrained checkpoint, drops the regression head, collapses per-dataset BatchNorm
 to one dataset's statistics and leaves the new segmentation head (and any DITR
 injection layers) to their fresh initialisation. Writes are atomic (temp file + rename).
+FiT3D's `lift` and `finetune` keep their resume checkpoints (``OUTPUT.ckpt``) through
+:func:`resume_checkpoint` and :func:`load_run_checkpoint`.
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,6 @@ from typing import Any
 import torch
 
 from .point_features import BackboneSpec
-from .scene_file import atomic_save
 from .seg_classes import ClassMap
 
 FORMAT = "fit3d_ros.seg_checkpoint/1"
@@ -32,6 +35,51 @@ _NORM_KEY = re.compile(r"\.norms\.(\d+)\.")
 
 class CheckpointError(ValueError):
     """A file is not a fit3d_ros segmentation checkpoint, or does not fit the request."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary name in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def checkpoint_path(output: str | Path) -> Path:
+    """Where a `lift` / `finetune` run writing `output` keeps its resume checkpoint."""
+    return Path(f"{output}.ckpt")
+
+
+def resume_checkpoint(output: str | Path, resume: bool) -> Path:
+    """`checkpoint_path(output)`; with `resume`, FileNotFoundError if it does not exist."""
+    path = checkpoint_path(output)
+    if resume and not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {path}")
+    return path
+
+
+def load_run_checkpoint(path: Path, fmt: str, kind: str, run_id: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """A `kind` (lift, finetune) resume checkpoint of format `fmt` whose fields agree
+    with `run_id` (ValueError naming the first that differs)."""
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        raise ValueError(f"{path} is not a {kind} checkpoint")
+    for what, mine in run_id.items():
+        if d[what] != mine:
+            raise ValueError(f"--resume: the checkpoint's {what} differs from this run's "
+                             f"({d[what]} vs {mine})")
+    return d
 
 
 @dataclass

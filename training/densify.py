@@ -21,7 +21,7 @@ import torch
 from fit3d_ros.kernels import quat_to_rotmat
 
 from .fit3d_config import LiftConfig
-from .gaussians import GEOMETRY, PARAMS, GaussianModel
+from .gaussians import PARAMS, GaussianModel
 
 
 def build_optimizer(model: GaussianModel, decoder: torch.nn.Module, cfg: LiftConfig,
@@ -152,5 +152,5 @@ def reset_opacity(model: GaussianModel, opt: torch.optim.Adam, value: float = 0.
         state["exp_avg_sq"].zero_()
 
 
-__all__ = ["GEOMETRY", "DensifyStats", "build_optimizer", "densify_and_prune", "edit_rows",
+__all__ = ["DensifyStats", "build_optimizer", "densify_and_prune", "edit_rows",
            "position_lr", "reset_opacity"]

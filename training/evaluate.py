@@ -27,7 +27,7 @@ from .fit3d_config import EvalConfig
 from .point_features import BackboneSpec
 from .probes import (DepthBins, depth_metrics, seg_metrics, train_depth_probe,
                      train_seg_probe)
-from .scenes import Scene, depth_in_color, render_size
+from .scenes import Scene, depth_in_color, render_size, split_indices
 from .vit_features import build_spec_backbone, extract, spec_dict
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -147,8 +147,8 @@ def read_seg_folder(root: str | Path, holdout_every: int = 5
         want = {k: set(f.read_text().split()) for k, f in split_files.items()}
         split = {k: [x for x in items if x[0] in want[k]] for k in want}
     else:
-        split = {"train": [x for i, x in enumerate(items) if i % holdout_every != holdout_every - 1],
-                 "val": [x for i, x in enumerate(items) if i % holdout_every == holdout_every - 1]}
+        tr, va = split_indices(len(items), holdout_every)
+        split = {"train": [items[i] for i in tr], "val": [items[i] for i in va]}
     if not split["train"] or not split["val"]:
         raise ValueError(f"{root}: the train/val split is empty ({len(items)} images)")
     return names, split

@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import atomic_save, load_run_checkpoint, resume_checkpoint
 from .fit3d_config import FinetuneConfig
 from .point_features import BackboneSpec
-from .scene_file import FeatureScene, atomic_save, load_scene_file
+from .scene_file import FeatureScene, load_scene_file
 from .seg_loop import run_steps, step_rng
 from .vit_features import build_spec_backbone, spec_dict
 
@@ -112,29 +113,12 @@ def _targets(scene: FeatureScene, view: int, grid: tuple[int, int], flips: bool,
 CKPT_FORMAT = "fit3d_ros.finetune/1"
 
 
-def checkpoint_path(output: str | Path) -> Path:
-    return Path(f"{output}.ckpt")
-
-
 def _run_id(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: FinetuneConfig
             ) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed (save_every may change)."""
     conf = {k: v for k, v in cfg.to_dict().items() if k != "save_every"}
     return {"config": conf, "backbone": spec_dict(spec),
             "scenes": [str(Path(p).resolve()) for p in scene_paths]}
-
-
-def _load_checkpoint(path: Path, run_id: dict[str, Any]) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint {path}")
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(d, dict) or d.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is not a finetune checkpoint")
-    for what, mine in run_id.items():
-        if d[what] != mine:
-            raise ValueError(f"--resume: the checkpoint's {what} differs from this run's "
-                             f"({d[what]} vs {mine})")
-    return d
 
 
 def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: FinetuneConfig,
@@ -146,6 +130,7 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
     `resume` continues from ``OUTPUT.ckpt``; `stop_at` ends after that many steps leaving
     only the checkpoint (an interruption, for tests and time-sliced jobs)."""
     t0 = time.perf_counter()
+    ckpt, run_id = resume_checkpoint(output, resume), _run_id(scene_paths, spec, cfg)
     scenes = [load_scene_file(p).to(device) for p in scene_paths]
     student = build_spec_backbone(spec, device)
     width = int(scenes[0].decoder.weight.shape[0])
@@ -165,10 +150,9 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     order = epoch_order([len(s.train_ids) for s in scenes], cfg.epochs, cfg.seed)
     steps = int(math.ceil(len(order) / cfg.batch_size))
-    ckpt, run_id = checkpoint_path(output), _run_id(scene_paths, spec, cfg)
     start, history = 0, []
     if resume:
-        d = _load_checkpoint(ckpt, run_id)
+        d = load_run_checkpoint(ckpt, CKPT_FORMAT, "finetune", run_id)
         vit.load_state_dict(d["vit"])
         opt.load_state_dict(d["optimizer"])
         start, history = int(d["step"]), [float(x) for x in d["losses"]]

@@ -15,7 +15,7 @@ reproduces the uninterrupted run exactly. Held-out views give PSNR and feature L
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,13 @@ import torch.nn.functional as F
 
 from fit3d_ros.kernels import RasterOutput
 
+from .checkpoint import atomic_save, load_run_checkpoint, resume_checkpoint
 from .densify import (DensifyStats, build_optimizer, densify_and_prune, position_lr,
                       reset_opacity)
 from .fit3d_config import LiftConfig
 from .gaussians import GaussianModel
 from .point_features import BackboneSpec
-from .scene_file import FeatureScene, atomic_save, make_decoder, save_scene_file
+from .scene_file import FeatureScene, make_decoder, save_scene_file
 from .scenes import Scene, SceneView, colored_points, render_size, resize_rgb
 from .seg_loop import run_steps, step_rng
 from .ssim import color_loss, psnr
@@ -112,13 +113,14 @@ def evaluate_views(model: GaussianModel, decoder: torch.nn.Module, views: Views,
     return {"psnr": float(np.mean(ps)), "feature_l1": float(np.mean(fl))}
 
 
-def checkpoint_path(output: str | Path) -> Path:
-    return Path(f"{output}.ckpt")
-
-
 def _scene_id(scene: Scene) -> dict[str, Any]:
     return {"source": scene.source, "format": scene.fmt,
             "frames": [v.index for v in scene.views], "train": list(scene.train)}
+
+
+def _run_id(cfg: LiftConfig, spec: BackboneSpec, scene: Scene) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed."""
+    return {"config": cfg.to_dict(), "backbone": spec.to_dict(), "scene": _scene_id(scene)}
 
 
 class LiftRun:
@@ -177,8 +179,7 @@ class LiftRun:
                 "sh_degree": self.model.sh_degree,
                 "decoder": {k: v.detach().clone() for k, v in self.decoder.state_dict().items()},
                 "optimizer": self.opt.state_dict(), "stats": self.stats.as_dict(),
-                "config": self.cfg.to_dict(), "backbone": asdict(spec),
-                "scene": _scene_id(scene), "extent": self.extent}
+                **_run_id(self.cfg, spec, scene), "extent": self.extent}
 
     @classmethod
     def restore(cls, d: dict[str, Any], cfg: LiftConfig, device: str | torch.device = "cpu"
@@ -193,39 +194,23 @@ class LiftRun:
         return run
 
 
-def _load_checkpoint(path: Path, cfg: LiftConfig, spec: BackboneSpec, scene: Scene,
-                     device: str | torch.device) -> tuple[LiftRun, int]:
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint {path}")
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(d, dict) or d.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is not a lift checkpoint")
-    for what, mine in (("config", cfg.to_dict()), ("backbone", asdict(spec)),
-                       ("scene", _scene_id(scene))):
-        if d[what] != mine:
-            raise ValueError(f"--resume: the checkpoint's {what} differs from this run's "
-                             f"({d[what]} vs {mine})")
-    return LiftRun.restore(d, cfg, device), int(d["step"])
-
-
 def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | Path, *,
                resume: bool = False, progress: bool = True, backend: str = "auto",
-               stop_at: int | None = None, teacher: torch.nn.Module | None = None,
-               device: str | torch.device = "cpu") -> dict[str, Any]:
+               stop_at: int | None = None, device: str | torch.device = "cpu"
+               ) -> dict[str, Any]:
     """Run Stage I on `scene` and write the feature scene to `output` (see module note).
 
     `stop_at` ends the run after that many iterations, leaving only the checkpoint (an
     interruption, for tests and time-sliced jobs). Returns the result dictionary.
     """
     t0 = time.perf_counter()
-    teacher = teacher if teacher is not None else build_spec_backbone(spec, device)
+    ckpt = resume_checkpoint(output, resume)
+    teacher = build_spec_backbone(spec, device)
     train = prepare_views(scene.subset("train"), cfg.image_width, teacher, cfg.token_budget
                           ).to(device)
-    held = prepare_views(scene.subset("heldout"), cfg.image_width, teacher, cfg.token_budget
-                         ).to(device)
-    ckpt = checkpoint_path(output)
     if resume:
-        run, start = _load_checkpoint(ckpt, cfg, spec, scene, device)
+        d = load_run_checkpoint(ckpt, CKPT_FORMAT, "lift", _run_id(cfg, spec, scene))
+        run, start = LiftRun.restore(d, cfg, device), int(d["step"])
     else:
         model = init_gaussians(scene.subset("train"), cfg)
         decoder = make_decoder(cfg.feature_dim, int(train.teacher[0].shape[0]))
@@ -251,10 +236,12 @@ def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | 
     if end < cfg.iterations:
         result.update(stopped=True, checkpoint=str(ckpt), seconds=time.perf_counter() - t0)
         return result
+    # the held-out views are only needed now: a stopped slice never runs the teacher on them
+    held = prepare_views(scene.subset("heldout"), cfg.image_width, teacher, cfg.token_budget
+                         ).to(device)
     ev = evaluate_views(run.model, run.decoder, held, backend)
     tr = evaluate_views(run.model, run.decoder, train, backend)
     w, h = train.size
-    views_all = scene.subset("all")
     order = list(scene.train) + list(scene.heldout)
     allv = [train, held]
     images = torch.cat([a.u8 for a in allv]).cpu()
@@ -262,9 +249,9 @@ def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | 
                       torch.cat([a.viewmats for a in allv]).cpu(),
                       torch.cat([a.Ks for a in allv]).cpu(),
                       torch.tensor([True] * len(scene.train) + [False] * len(scene.heldout)),
-                      asdict(spec),
+                      spec.to_dict(),
                       {"source": scene.source, "format": scene.fmt,
-                       "frames": [views_all[i].index for i in order],
+                       "frames": [scene.views[i].index for i in order],
                        "config": cfg.to_dict(), "teacher": spec.teacher,
                        "width": w, "height": h})
     result.update(psnr_heldout=ev["psnr"], feature_l1_heldout=ev["feature_l1"],

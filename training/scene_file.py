@@ -10,8 +10,6 @@ seed) and the data it came from. Writes are atomic (temporary file, then rename)
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint import atomic_save
 from .gaussians import GaussianModel
 
 FORMAT = "fit3d_ros.feature-scene/1"
@@ -31,24 +30,6 @@ class SceneFileError(ValueError):
 def make_decoder(feature_dim: int, out_dim: int) -> nn.Conv2d:
     """FiT3D's per-scene decoder d: one 3×3 conv D -> C, no bias."""
     return nn.Conv2d(feature_dim, out_dim, kernel_size=3, padding=1, bias=False)
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary name in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass

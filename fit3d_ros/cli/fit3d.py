@@ -12,7 +12,6 @@ to stderr; ``--out FILE`` also writes an evaluation's result as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +51,12 @@ def _load(args: argparse.Namespace):
 
 def _lift(args: argparse.Namespace) -> int:
     from fit3d_ros.training.fit3d_config import LiftConfig
-    from fit3d_ros.training.lift import checkpoint_path, lift_scene
+    from fit3d_ros.training.lift import lift_scene
 
     setup_threads(args)
     out = Path(args.output)
     if out.exists() and not args.force:
         raise CommandError(f"{out} exists (pass --force to replace it)")
-    if args.resume and not checkpoint_path(out).is_file():
-        raise CommandError(f"--resume: no checkpoint {checkpoint_path(out)}")
     cfg = LiftConfig.preset_named(args.config).with_overrides(
         iterations=args.iterations, feature_dim=args.feature_dim, image_width=args.width,
         save_every=args.save_every, seed=args.seed)
@@ -67,16 +64,13 @@ def _lift(args: argparse.Namespace) -> int:
     r = lift_scene(_load(args), spec, cfg, out, resume=args.resume,
                    progress=not args.no_progress, backend=args.backend, device=args.device)
     keys = ("psnr_heldout", "feature_l1_heldout", "num_gaussians", "iterations", "seconds")
-    short = {k: r.get(k) for k in keys}
-    if args.json:
-        print(json.dumps({**short, "backbone": r["backbone"], "output": str(out),
-                          "psnr_train": r.get("psnr_train"),
-                          "heldout_views": r.get("heldout_views")}))
-        return 0
-    print(f"wrote {out}: {r['num_gaussians']} Gaussians, {r['iterations']} iterations, "
-          f"{r['seconds']:.0f} s (teacher {spec.teacher})\nheld-out PSNR "
-          f"{fmt(r.get('psnr_heldout'), '.2f')} dB, feature L1 {fmt(r.get('feature_l1_heldout'))}")
-    return 0
+    short = {**{k: r.get(k) for k in keys}, "backbone": r["backbone"], "output": str(out),
+             "psnr_train": r.get("psnr_train"), "heldout_views": r.get("heldout_views")}
+    return _emit(args, short, [
+        f"wrote {out}: {r['num_gaussians']} Gaussians, {r['iterations']} iterations, "
+        f"{r['seconds']:.0f} s (teacher {spec.teacher})",
+        f"held-out PSNR {fmt(r.get('psnr_heldout'), '.2f')} dB, "
+        f"feature L1 {fmt(r.get('feature_l1_heldout'))}"])
 
 
 def _finetune(args: argparse.Namespace) -> int:

@@ -104,7 +104,7 @@ def test_backbone_width_mismatch_is_an_error(tmp_path):
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, lora_rank):
     from safetensors.torch import load_file
 
-    from fit3d_ros.training.finetune import checkpoint_path
+    from fit3d_ros.training.checkpoint import checkpoint_path
 
     scene = _scene_file(tmp_path / "s.pt", views=4)
     cfg = FinetuneConfig.tiny(epochs=3, lr=1e-3, token_budget=12, batch_size=1,

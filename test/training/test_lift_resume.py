@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fit3d_ros.training.checkpoint import checkpoint_path
 from fit3d_ros.training.fit3d_config import LiftConfig
 from fit3d_ros.training.gaussians import PARAMS
-from fit3d_ros.training.lift import checkpoint_path, lift_scene
+from fit3d_ros.training.lift import lift_scene
 from fit3d_ros.training.point_features import BackboneSpec
 from fit3d_ros.training.scene_file import SceneFileError, load_scene_file
 from fit3d_ros.training.scenes import load_scene
