@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
 
 
-def score(views, maps: dict, pairs, stride: int = 8, num_corr: int = 250) -> dict:
-    """Recall (mutual NN + ratio 0.9, 10 px), NN accuracy, cosine statistics, and
-    Probe3D's fixed-count variant: the `num_corr` NN matches per pair with the highest
-    ratio-test weight 1 - d1/d2 (cosine distances), all or mutual ones only."""
+def score(views, maps: dict, pairs, cfg, num_corr: int = 250) -> dict:
+    """Recall (mutual NN + ratio test, EvalConfig `cfg` as in eval-correspondence), NN
+    accuracy, cosine statistics, and Probe3D's fixed-count variant: the `num_corr` NN
+    matches per pair with the highest ratio-test weight 1 - d1/d2 (cosine distances), all
+    or mutual ones only."""
     from fit3d_ros.training.correspondence import (covisible_points, project_to_color,
                                                    sample_features, score_matches)
 
@@ -41,7 +42,7 @@ def score(views, maps: dict, pairs, stride: int = 8, num_corr: int = 250) -> dic
     cos = {n: ([], []) for n in maps}
     for i, j, _, _ in pairs:
         va, vb = views[i], views[j]
-        pa, pb = covisible_points(va, vb, stride, 0.05)
+        pa, pb = covisible_points(va, vb, cfg.point_stride, cfg.depth_tolerance)
         uv_true, _ = project_to_color(vb, pa.xyz)
         d2 = ((uv_true[:, None, :] - pb.uv[None]) ** 2).sum(-1)
         partner = d2.argmin(1)
@@ -49,10 +50,10 @@ def score(views, maps: dict, pairs, stride: int = 8, num_corr: int = 250) -> dic
         for name, m in maps.items():
             fa = F.normalize(sample_features(m[i], pa.uv, *va.color_camera.size).double(), dim=1)
             fb = F.normalize(sample_features(m[j], pb.uv, *vb.color_camera.size).double(), dim=1)
-            c, p = score_matches(pa, pb, vb, fa, fb, 0.9, 10.0)
+            c, p = score_matches(pa, pb, vb, fa, fb, cfg.ratio, cfg.threshold_px)
             sim = (fa @ fb.T).numpy()
             err = np.linalg.norm(uv_true - pb.uv[sim.argmax(1)], axis=1)
-            acc[name] += (c, p, (err < 10).sum(), len(err))
+            acc[name] += (c, p, (err < cfg.threshold_px).sum(), len(err))
             top2 = torch.from_numpy(sim).topk(2, dim=1)
             dist = (1 - top2.values).clamp_min(1e-9)
             weight = 1 - dist[:, 0] / dist[:, 1]
@@ -62,7 +63,7 @@ def score(views, maps: dict, pairs, stride: int = 8, num_corr: int = 250) -> dic
                 w = weight.numpy().copy(); w[~cand] = -np.inf
                 k = min(num_corr, int(cand.sum()))
                 pick = np.argsort(-w)[:k]
-                extra[name][tag] += ((err[pick] < 10).sum(), k)
+                extra[name][tag] += ((err[pick] < cfg.threshold_px).sum(), k)
             cos[name][0].append(sim[np.arange(len(partner)), partner][near])
             cos[name][1].append(sim.mean(1)[near])
     return {n: {"recall@10px": a[0] / max(a[1], 1), "matches": int(a[1]),
@@ -75,6 +76,7 @@ def score(views, maps: dict, pairs, stride: int = 8, num_corr: int = 250) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     from fit3d_ros.training.correspondence import select_pairs
+    from fit3d_ros.training.fit3d_config import EvalConfig
     from fit3d_ros.training.point_features import BackboneSpec
     from fit3d_ros.training.scene_file import load_scene_file
     from fit3d_ros.training.scenes import load_scene
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec = BackboneSpec(name="dinov2_small", random_init=True, token_budget=args.token_budget)
+    cfg = EvalConfig.tiny(token_budget=args.token_budget, pairs=args.pairs)
     fs = load_scene_file(args.scene_file)
     out: dict = {"scene_file": args.scene_file, "token_budget": args.token_budget}
 
@@ -121,14 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     maps["rendered F_high (token grid)"] = [F.interpolate(
         f[None], size=grid, mode="bilinear", antialias=True, align_corners=False)[0]
         for f in full]
-    pairs = select_pairs(views, args.pairs, 8, 0.3, 0.05)
+    pairs = select_pairs(views, cfg.pairs, cfg.point_stride, cfg.min_overlap,
+                         cfg.depth_tolerance)
     out["lift_heldout"] = {"views": len(views), "pairs": len(pairs),
-                           **score(views, maps, pairs, num_corr=args.num_corr)}
+                           **score(views, maps, pairs, cfg, num_corr=args.num_corr)}
     if args.unseen:
         uv = load_scene(args.data, frames=args.unseen, holdout_every=2).subset("heldout")
-        up = select_pairs(uv, args.pairs, 8, 0.3, 0.05)
+        up = select_pairs(uv, cfg.pairs, cfg.point_stride, cfg.min_overlap, cfg.depth_tolerance)
         out["unseen"] = {"views": len(uv), "pairs": len(up),
-                         **score(uv, models(uv), up, num_corr=args.num_corr)}
+                         **score(uv, models(uv), up, cfg, num_corr=args.num_corr)}
     if args.json:
         print(json.dumps(out))
         return 0

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,8 +80,10 @@ def bare_ms(bag: Path, ckpt: Path, frames: int) -> float:
     return float(np.median(times[1:]))
 
 
-def node_ms(bag: Path, ckpt: Path, extr: Path, frames: int, env: dict) -> tuple[float, int]:
-    """Median ms from publishing a frame to receiving its labelled cloud, and the node pid."""
+def node_ms(bag: Path, ckpt: Path, extr: Path, frames: int, env: dict
+            ) -> tuple[float, subprocess.Popen, Any, Any]:
+    """Median ms from publishing a frame to receiving its labelled cloud; the node process,
+    and the probe's rclpy context and executor (left running for :func:`soak`)."""
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -145,11 +148,12 @@ def soak(bag: Path, proc: subprocess.Popen, seconds: float, env: dict, ex,
     per-frame buffers being allocated and freed."""
     import threading
 
+    from sensor_msgs.msg import PointCloud2
+
     start = _rss_mb(proc.pid)
     received = {"n": 0}
     node = next(iter(ex.get_nodes()))
-    node.create_subscription(__import__("sensor_msgs.msg", fromlist=["PointCloud2"]).PointCloud2,
-                             "/segmentation_node/segmentation",
+    node.create_subscription(PointCloud2, "/segmentation_node/segmentation",
                              lambda m: received.__setitem__("n", received["n"] + 1), 10)
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.1)
@@ -192,9 +196,11 @@ def main() -> int:
     from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
     from nodes.fixtures import extrinsics_yaml
 
+    from fit3d_ros.nodes.common import prefer_large_data_transport
+
+    prefer_large_data_transport()  # as the nodes do
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 200)),
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as the nodes do
     os.environ.update(env)
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)

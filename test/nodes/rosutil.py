@@ -42,6 +42,12 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def play(bag, env: dict[str, str], duration: float, delay: float = 2) -> subprocess.Popen:
+    """`fit3d-ros play BAG --loop` in a subprocess (stop it with :func:`stop`)."""
+    return start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", str(delay),
+                  "--duration", str(duration)], env)
+
+
 def stop(proc: subprocess.Popen) -> str:
     if proc.poll() is None:
         proc.terminate()

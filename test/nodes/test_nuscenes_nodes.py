@@ -11,7 +11,7 @@ from fit3d_ros.logs.lidar_datasets import read_nuscenes  # noqa: E402
 from fit3d_ros.msgs import image_to_numpy, pointcloud2_to_cloud  # noqa: E402
 
 from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
-from .rosutil import ros_context, spin_until, start, stop  # noqa: E402
+from .rosutil import play, ros_context, spin_until, start, stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
 CAMERAS = ["cam_front", "cam_front_right", "cam_back_right", "cam_back", "cam_back_left",
@@ -30,8 +30,7 @@ def test_perception_on_played_nuscenes_bag(shared_data, tmp_path, ros_env):
                   "-p", f"checkpoint:={ckpt}", "-p", f"cameras:={cams}",
                   "-p", f"cloud_topic:={NUSCENES_LIDAR_TOPIC}", "-p", f"extrinsics_file:={extr}",
                   "-p", "image_topic:=/cam_front/image_raw", "-p", "qos:=reliable"], ros_env)
-    player = start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "2",
-                    "--duration", "150"], ros_env)
+    player = play(bag, ros_env, 150)
     got: dict[str, list] = {"seg": [], "feat": []}
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:

@@ -8,7 +8,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (ros extra)")
 from fit3d_ros.logs.convert import KITTI_TOPICS, kitti_to_bag  # noqa: E402
 
 from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
-from .rosutil import ros_context, spin_until, start, stop  # noqa: E402
+from .rosutil import play, ros_context, spin_until, start, stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -25,8 +25,7 @@ def test_composed_runs_backbone_once_per_image(shared_data, tmp_path, ros_env):
                   "-p", f"checkpoint:={ckpt}", "-p", "cameras:=['/camera/color']",
                   "-p", f"cloud_topic:={KITTI_TOPICS['cloud']}", "-p", f"extrinsics_file:={extr}",
                   "-p", "qos:=reliable", "-r", f"image:={KITTI_TOPICS['image']}"], ros_env)
-    player = start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "2",
-                    "--duration", "120"], ros_env)
+    player = play(bag, ros_env, 120)
     got: dict[str, list] = {"seg": [], "feat": [], "diag": []}
 
     def stats() -> dict[str, int]:

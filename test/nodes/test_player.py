@@ -1,9 +1,6 @@
 """`fit3d-ros play` publishes a converted KITTI bag over real DDS; a subscriber gets it intact."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -13,7 +10,7 @@ from fit3d_ros.logs.convert import KITTI_TOPICS, kitti_to_bag  # noqa: E402
 from fit3d_ros.logs.lidar_datasets import load_kitti_scan  # noqa: E402
 from fit3d_ros.msgs import camera_info_to_model, image_to_rgb, pointcloud2_to_cloud  # noqa: E402
 
-from .rosutil import ros_context, spin_until  # noqa: E402
+from .rosutil import play, ros_context, spin_until, stop  # noqa: E402
 
 
 @pytest.mark.ros
@@ -24,9 +21,7 @@ def test_play_kitti_bag_over_dds(shared_data, tmp_path, ros_env):
     kitti = shared_data / "kitti" / "object"
     bag = tmp_path / "kitti.mcap"
     kitti_to_bag(kitti, bag, frames=["000000"])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "1",
-         "--duration", "40"], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = play(bag, ros_env, 40, delay=1)
     got: dict[str, object] = {}
     try:
         # spin_until detaches the node from its executor before the context shuts down
@@ -42,9 +37,8 @@ def test_play_kitti_bag_over_dds(shared_data, tmp_path, ros_env):
             node.create_subscription(Clock, "/clock", lambda m: got.setdefault("clock", m), 10)
             spin_until(ctx, node, lambda: len(got) == 4, 60, proc)
     finally:
-        proc.kill()
-        out, err = proc.communicate(timeout=10)
-    assert set(got) == {"cloud", "image", "info", "clock"}, err.decode()[-2000:]
+        log = stop(proc)
+    assert set(got) == {"cloud", "image", "info", "clock"}, log[-2000:]
 
     scan = load_kitti_scan(kitti / "velodyne" / "000000.bin")
     cloud = pointcloud2_to_cloud(got["cloud"])

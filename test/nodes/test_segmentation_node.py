@@ -17,15 +17,17 @@ from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput  # noqa: E402
 from fit3d_ros.sensors import PointCloud  # noqa: E402
 
 from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
-from .rosutil import diagnostic_counts, ros_context, spin_until, start, stop  # noqa: E402
+from .rosutil import diagnostic_counts, play, ros_context, spin_until, start, stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
 
-def _node_args(ckpt, extr) -> list[str]:
+def _node_args(ckpt, extr=None) -> list[str]:
+    """segmentation_node in ditr mode on the KITTI topics (no extrinsics file: `extr` None)."""
     return ["-m", "fit3d_ros.nodes.segmentation_node", "--ros-args",
             "-p", f"checkpoint:={ckpt}", "-p", "mode:=ditr", "-p", "cameras:=['/camera/color']",
-            "-p", f"cloud_topic:={KITTI_TOPICS['cloud']}", "-p", f"extrinsics_file:={extr}",
+            "-p", f"cloud_topic:={KITTI_TOPICS['cloud']}",
+            *(["-p", f"extrinsics_file:={extr}"] if extr is not None else []),
             "-p", "qos:=reliable", "-p", "throttle_s:=0.2", "-p", "sync_slop_s:=0.05"]
 
 
@@ -42,8 +44,7 @@ def test_segmentation_node_labels_played_kitti_bag(shared_data, kitti_setup, ros
 
     bag, ckpt, extr = kitti_setup
     node_proc = start(_node_args(ckpt, extr), ros_env)
-    player = start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "2",
-                    "--duration", "120"], ros_env)
+    player = play(bag, ros_env, 120)
     got: list = []
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
@@ -76,7 +77,7 @@ def test_segmentation_node_labels_played_kitti_bag(shared_data, kitti_setup, ros
 
 def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env):
     from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import Image, PointCloud2
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     bag, ckpt, extr = kitti_setup
     frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
@@ -99,8 +100,6 @@ def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env)
             probe = rclpy.create_node("probe", context=ctx)
             pc_pub = probe.create_publisher(PointCloud2, KITTI_TOPICS["cloud"], 10)
             im_pub = probe.create_publisher(Image, KITTI_TOPICS["image"], 10)
-            from sensor_msgs.msg import CameraInfo
-
             info_pub = probe.create_publisher(CameraInfo, KITTI_TOPICS["info"], 10)
             probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
                                       got["seg"].append, 10)
@@ -161,8 +160,7 @@ def test_segmentation_node_rgbd_mode_on_demo_scene(tmp_path, ros_env):
                   "-p", f"depth_topic:={TOPICS['depth']}",
                   "-p", f"depth_info_topic:={TOPICS['depth_info']}",
                   "-p", f"rgbd_image_topic:={TOPICS['image']}", "-p", "qos:=reliable"], ros_env)
-    player = start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", "2",
-                    "--duration", "120"], ros_env)
+    player = play(bag, ros_env, 120)
     got: list = []
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
@@ -190,9 +188,7 @@ def test_segmentation_node_reports_missing_transforms_and_unsynced_streams(
 
     bag, ckpt, _ = kitti_setup
     frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
-    args = _node_args(ckpt, "")
-    i = args.index("extrinsics_file:=")
-    proc = start(args[:i - 1] + args[i + 1:], ros_env)  # no extrinsics at all
+    proc = start(_node_args(ckpt), ros_env)  # no extrinsics at all
     types = rclpy_types()
     small = frame.cloud.select(slice(0, None, 20))
     diag: list = []

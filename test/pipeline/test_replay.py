@@ -7,12 +7,12 @@ import re
 import numpy as np
 import pytest
 
-from fit3d_ros.logs.bag import BagReader
+from fit3d_ros.logs.bag import BagReader, BagWriter
 from fit3d_ros.logs.convert import kitti_to_bag, semantickitti_to_bag
 from fit3d_ros.logs.datasets import read_kitti_object
 from fit3d_ros.logs.lidar_datasets import read_semantickitti
 from fit3d_ros.msgs import image_to_numpy, pointcloud2_to_cloud
-from fit3d_ros.pipeline.features import FeatureExtractor
+from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor
 from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
 from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
 
@@ -71,7 +71,6 @@ def test_replay_semantickitti_scores_labels(shared_data, tmp_path):
 
 def test_replay_counts_bad_messages_and_needs_work(shared_data, tmp_path):
     """A corrupt image is counted and skipped; the other frames are still processed."""
-    from fit3d_ros.logs.bag import BagWriter
     from fit3d_ros.msgs import numpy_to_image, rosbags_types
 
     with pytest.raises(ValueError, match="nothing to do"):
@@ -85,7 +84,6 @@ def test_replay_counts_bad_messages_and_needs_work(shared_data, tmp_path):
             if i == 1:
                 msg.step = 7  # size/step mismatch
             w.write("/cam/image_raw", "sensor_msgs/msg/Image", 10**9 * (i + 1), msg)
-    from fit3d_ros.pipeline.features import FeatureConfig
 
     feats = FeatureConfig(backbone="vit_tiny_test", random_init=True, token_budget=6)
     metrics = replay_bag(bag, tmp_path / "out", ReplayConfig(features=feats,
@@ -97,7 +95,6 @@ def test_replay_counts_bad_messages_and_needs_work(shared_data, tmp_path):
 
 def test_replay_feature_backbone_does_not_replace_the_checkpoints(shared_data, tmp_path):
     """--backbone changes the feature outputs only; segmentation keeps its own backbone."""
-    from fit3d_ros.pipeline.features import FeatureConfig
 
     bag = tmp_path / "kitti.mcap"
     kitti_to_bag(shared_data / "kitti" / "object", bag, frames=["000000"])
