@@ -250,7 +250,8 @@ void backward_tile(int64_t t, const Inputs<scalar_t>& in, const Geometry& geo,
   }
 }
 
-void check_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& opac,
+// Shapes, dtypes and layout only: O(1), so forward and backward both run it.
+void check_shapes(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& opac,
                   const at::Tensor& rgbd, const at::Tensor& feats, const at::Tensor& feat_rows,
                   const at::Tensor& rect, int64_t width, int64_t height) {
   const int64_t m = means2d.size(0);
@@ -268,7 +269,13 @@ void check_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at:
                 "inputs must be contiguous CPU tensors");
   for (const auto* x : {&means2d, &conics, &opac, &feats})
     TORCH_CHECK(x->scalar_type() == rgbd.scalar_type(), "inputs must share one dtype");
-  if (m == 0) return;
+}
+
+// Value ranges of rect and feat_rows (scans them): forward only, since backward gets the
+// same tensors saved by forward. Call after check_shapes.
+void check_ranges(const at::Tensor& feats, const at::Tensor& feat_rows, const at::Tensor& rect,
+                  int64_t width, int64_t height) {
+  if (rect.size(0) == 0) return;
   const auto hi = std::get<0>(rect.max(0));
   TORCH_CHECK(rect.min().item().toInt() >= 0 && hi[1].item().toInt() < width &&
               hi[3].item().toInt() < height, "rect out of image");
@@ -297,7 +304,8 @@ std::vector<at::Tensor> raster_forward(const at::Tensor& means2d, const at::Tens
                                        const at::Tensor& opac, const at::Tensor& rgbd,
                                        const at::Tensor& feats, const at::Tensor& feat_rows,
                                        const at::Tensor& rect, int64_t width, int64_t height) {
-  check_inputs(means2d, conics, opac, rgbd, feats, feat_rows, rect, width, height);
+  check_shapes(means2d, conics, opac, rgbd, feats, feat_rows, rect, width, height);
+  check_ranges(feats, feat_rows, rect, width, height);
   const Geometry geo = make_geometry(width, height);
   std::vector<int64_t> offsets;
   std::vector<int32_t> ids;
@@ -328,7 +336,8 @@ std::vector<at::Tensor> raster_backward(
     const at::Tensor& trans, const at::Tensor& last, const at::Tensor& grad_rgbd,
     const at::Tensor& grad_feats, const at::Tensor& grad_alpha, int64_t width,
     int64_t height, bool detach_features) {
-  check_inputs(means2d, conics, opac, rgbd, feats, feat_rows, rect, width, height);
+  // Saved by forward, whose check_ranges already validated rect and feat_rows.
+  check_shapes(means2d, conics, opac, rgbd, feats, feat_rows, rect, width, height);
   const int64_t D = feats.size(1);
   for (const auto* x : {&grad_rgbd, &grad_feats, &grad_alpha})
     TORCH_CHECK(x->is_contiguous() && x->scalar_type() == rgbd.scalar_type(),
