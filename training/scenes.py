@@ -6,9 +6,9 @@ model and camera→world pose, and the depth image with the depth camera's model
 pose. Keeping both cameras matters because 7-Scenes colour and depth are not registered
 (the colour camera is modelled as fx = fy = 515, −2.5 cm along the depth camera's x
 axis; see `fit3d_ros.logs.datasets`); Redwood and most ROS drivers' registered streams
-simply have two identical cameras. Bags are read twice through
-`fit3d_ros.logs.scene_io.read_rgbd_frames` (once per reference camera) and paired by
-stamp. Frames without a pose are dropped. The train / held-out split is by position in
+simply have two identical cameras. Bags are read in one pass through
+`fit3d_ros.logs.scene_io.read_rgbd_pairs` (both cameras' models and poses per pair).
+Frames without a pose are dropped. The train / held-out split is by position in
 the selected frame list: every K-th frame (positions K-1, 2K-1, …) is held out, the rule
 `lift` and the evaluations share so that evaluations see frames lifting never did.
 """
@@ -121,15 +121,13 @@ def _dataset_views(root: Path, fmt: str, frames: slice) -> list[SceneView]:
 
 
 def _bag_views(path: Path, frames: slice) -> list[SceneView]:
-    from fit3d_ros.logs.scene_io import read_rgbd_frames
+    from fit3d_ros.logs.scene_io import read_rgbd_pairs
 
-    depth = read_rgbd_frames(path, reference="depth")
-    color = {f.stamp: f for f in read_rgbd_frames(path, reference="color")}
+    pairs = read_rgbd_pairs(path)
     views = []
-    for i in list(range(len(depth)))[frames]:
-        d = depth[i]
-        c = color.get(d.stamp)
-        if c is None or d.pose is None or c.pose is None:
+    for i in list(range(len(pairs)))[frames]:
+        d, c = pairs[i]
+        if d.pose is None or c.pose is None:
             continue
         views.append(SceneView(i, d.stamp, c.rgb, c.camera, c.pose.matrix, d.depth, d.camera,
                                d.pose.matrix))

@@ -139,24 +139,15 @@ def read_camera_frames(path: str | Path, image_topic: str, info_topic: str,
         yield decode(m, lambda _: RGBDFrame(stamp, frame_id, rgb, None, camera, pose), path)
 
 
-def read_rgbd_frames(path: str | Path, reference: str = "depth", world_frame: str | None = MAP,
-                     every: int = 1, topics: dict[str, str] | None = None,
-                     start_ns: int | None = None, stop_ns: int | None = None
-                     ) -> list[RGBDFrame]:
-    """RGB-D frames (colour + depth paired by header stamp) with poses from TF.
-
-    ``reference`` picks whose camera model, frame id and pose the frame carries
-    (``"depth"`` or ``"color"``; see `datasets` for 7-Scenes' unregistered colour).
-    ``topics`` overrides `convert.RGBD_TOPICS` keys (color, color_info, depth, depth_info).
-    """
-    if reference not in ("depth", "color"):
-        raise ValueError(f"reference must be 'depth' or 'color', got {reference!r}")
+def _rgbd_frames(path: str | Path, references: tuple[str, ...], world_frame: str | None,
+                 every: int, topics: dict[str, str] | None, start_ns: int | None,
+                 stop_ns: int | None) -> Iterator[tuple[RGBDFrame, ...]]:
+    """One bag pass: per colour/depth pair (every `every`-th), one frame per reference."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     t = {**RGBD_TOPICS, **(topics or {})}
     cams: dict[str, CameraModel] = {}
     pending: dict[int, dict[str, tuple[BagMessage, np.ndarray]]] = {}
-    frames: list[RGBDFrame] = []
     pairs = 0
     for m, buffer in replay(path, list(t.values()), start_ns, stop_ns):
         kind = next(k for k, v in t.items() if v == m.topic)
@@ -173,14 +164,40 @@ def read_rgbd_frames(path: str | Path, reference: str = "depth", world_frame: st
         pairs += 1
         if (pairs - 1) % every:
             continue
-        ref_msg = slot[reference][0]
-        if reference not in cams:
-            raise BagError(f"{path}: topic {ref_msg.topic} message {ref_msg.index}: no "
-                           f"CameraInfo on {t[reference + '_info']} before it")
-        cam = cams[reference]
-        pose = None if world_frame is None else _lookup(buffer, world_frame, cam.frame_id,
-                                                        stamp, ref_msg, path)
         rgb, depth = slot["color"][1], slot["depth"][1]
-        frames.append(decode(ref_msg, lambda _: RGBDFrame(stamp, cam.frame_id, rgb, depth,
-                                                          cam, pose), path))
-    return frames
+        out = []
+        for reference in references:
+            ref_msg = slot[reference][0]
+            if reference not in cams:
+                raise BagError(f"{path}: topic {ref_msg.topic} message {ref_msg.index}: no "
+                               f"CameraInfo on {t[reference + '_info']} before it")
+            cam = cams[reference]
+            pose = None if world_frame is None else _lookup(buffer, world_frame, cam.frame_id,
+                                                            stamp, ref_msg, path)
+            out.append(decode(ref_msg, lambda _: RGBDFrame(stamp, cam.frame_id, rgb, depth,
+                                                           cam, pose), path))
+        yield tuple(out)
+
+
+def read_rgbd_frames(path: str | Path, reference: str = "depth", world_frame: str | None = MAP,
+                     every: int = 1, topics: dict[str, str] | None = None,
+                     start_ns: int | None = None, stop_ns: int | None = None
+                     ) -> list[RGBDFrame]:
+    """RGB-D frames (colour + depth paired by header stamp) with poses from TF.
+
+    ``reference`` picks whose camera model, frame id and pose the frame carries
+    (``"depth"`` or ``"color"``; see `datasets` for 7-Scenes' unregistered colour).
+    ``topics`` overrides `convert.RGBD_TOPICS` keys (color, color_info, depth, depth_info).
+    """
+    if reference not in ("depth", "color"):
+        raise ValueError(f"reference must be 'depth' or 'color', got {reference!r}")
+    return [f for f, in _rgbd_frames(path, (reference,), world_frame, every, topics, start_ns,
+                                     stop_ns)]
+
+
+def read_rgbd_pairs(path: str | Path, world_frame: str | None = MAP, every: int = 1,
+                    topics: dict[str, str] | None = None
+                    ) -> list[tuple[RGBDFrame, RGBDFrame]]:
+    """(depth-referenced, colour-referenced) frames of each RGB-D pair, from one bag pass:
+    both cameras' models and poses (what an unregistered colour camera needs)."""
+    return list(_rgbd_frames(path, ("depth", "color"), world_frame, every, topics, None, None))

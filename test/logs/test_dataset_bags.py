@@ -20,7 +20,7 @@ from fit3d_ros.logs.convert import (KITTI_TOPICS, NUSCENES_LIDAR_TOPIC, RGBD_TOP
                                     kitti_to_bag, nuscenes_to_bag, nuscenes_topics,
                                     rgbd_to_bag, semantickitti_to_bag)
 from fit3d_ros.logs.scene_io import (read_camera_frames, read_clouds, read_rgbd_frames,
-                                     read_transform_buffer, replay)
+                                     read_rgbd_pairs, read_transform_buffer, replay)
 from fit3d_ros.msgs import camera_info_to_model, image_to_numpy, pointcloud2_to_numpy
 
 T0 = 1_700_000_000 * 10 ** 9
@@ -99,6 +99,23 @@ def test_7scenes_colour_camera(bags):
                                    rtol=0, atol=1e-9)
         np.testing.assert_array_equal(c.rgb, d.rgb)
 
+
+def test_rgbd_pairs_are_both_references_in_one_pass(bags):
+    """read_rgbd_pairs gives, per pair, the depth- and the colour-referenced frame."""
+    pairs = read_rgbd_pairs(bags["7scenes"], every=2)
+    depth = read_rgbd_frames(bags["7scenes"], every=2)
+    color = read_rgbd_frames(bags["7scenes"], reference="color", every=2)
+    assert len(pairs) == len(depth) == len(color) > 1
+    for (d, c), d_ref, c_ref in zip(pairs, depth, color):
+        for got, ref in ((d, d_ref), (c, c_ref)):
+            cam = (got.camera.width, got.camera.height, got.camera.fx, got.camera.cx)
+            assert (got.stamp, got.frame_id, *cam) == (
+                ref.stamp, ref.frame_id, ref.camera.width, ref.camera.height, ref.camera.fx,
+                ref.camera.cx)
+            np.testing.assert_array_equal(got.pose.matrix, ref.pose.matrix)
+            np.testing.assert_array_equal(got.rgb, ref.rgb)
+            np.testing.assert_array_equal(got.depth, ref.depth)
+        assert d.frame_id != c.frame_id
 
 def test_redwood_round_trip(shared_data, bags):
     root = shared_data / "rgbd/redwood"
