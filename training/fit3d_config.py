@@ -12,36 +12,16 @@ applies command-line options; ``to_dict`` stores them in result files.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-C = TypeVar("C")
-PRESETS = ("tiny", "default")
+from .presets import PRESETS, Preset
 
-
-class _Preset:
-    """Mixin: preset lookup, overrides and dict form for the dataclasses below."""
-
-    @classmethod
-    def preset_named(cls: type[C], name: str, **kw: Any) -> C:
-        if name not in PRESETS:
-            raise ValueError(f"config must be one of {PRESETS}, got {name!r}")
-        return getattr(cls, name)(**kw)
-
-    def with_overrides(self: C, **kw: Any) -> C:
-        """A copy with the non-None entries of `kw` replaced (unknown keys: ValueError)."""
-        names = {f.name for f in fields(self)}
-        unknown = sorted(set(kw) - names)
-        if unknown:
-            raise ValueError(f"unknown {type(self).__name__} fields {unknown}")
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["PRESETS", "LiftConfig", "FinetuneConfig", "EvalConfig"]
 
 
 @dataclass
-class LiftConfig(_Preset):
+class LiftConfig(Preset):
     """Stage I: one feature-Gaussian scene per log (3DGS + FiT3D feature branch)."""
 
     preset: str = "default"
@@ -100,7 +80,7 @@ class LiftConfig(_Preset):
 
 
 @dataclass
-class FinetuneConfig(_Preset):
+class FinetuneConfig(Preset):
     """Stage II (Algorithm 1): fine-tune the ViT on rendered F_high."""
 
     preset: str = "default"
@@ -135,7 +115,7 @@ class FinetuneConfig(_Preset):
 
 
 @dataclass
-class EvalConfig(_Preset):
+class EvalConfig(Preset):
     """Correspondence and linear-probe evaluations."""
 
     preset: str = "default"

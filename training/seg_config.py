@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .augment import AugmentConfig
+from .presets import Preset
 from .seg_loop import OptimConfig
 
 
@@ -27,7 +28,7 @@ def _unet(preset: str, **kw: Any) -> Any:
 
 
 @dataclass
-class SegTrainConfig:
+class SegTrainConfig(Preset):
     """Segmentation training (DITR with or without injection, or D-DITR fine-tuning)."""
 
     preset: str = "default"
@@ -53,12 +54,6 @@ class SegTrainConfig:
     @classmethod
     def default(cls, **kw: Any) -> "SegTrainConfig":
         return cls(**kw)
-
-    @classmethod
-    def preset_named(cls, name: str, **kw: Any) -> "SegTrainConfig":
-        if name not in ("tiny", "default"):
-            raise ValueError(f"config must be 'tiny' or 'default', got {name!r}")
-        return cls.tiny(**kw) if name == "tiny" else cls.default(**kw)
 
     def __post_init__(self) -> None:
         self.input_features = tuple(self.input_features)

@@ -41,11 +41,14 @@ def setup_threads(args: argparse.Namespace) -> None:
 
 def emit(args: argparse.Namespace, result: dict[str, Any], lines: list[str],
          out: str | None = None) -> int:
-    """Print one JSON object (``--json``) or the text lines; `out` also gets the JSON."""
+    """Print one JSON object (``--json``) or the text lines; `out` also gets the JSON.
+
+    Values JSON cannot hold (paths, numpy scalars) are written as their ``str``.
+    """
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else "\n".join(lines))
+        Path(out).write_text(json.dumps(result, indent=1, default=str))
+    print(json.dumps(result, default=str) if args.json else "\n".join(lines))
     return 0
 
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from fit3d_ros.cli._common import emit, fmt
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,12 +29,9 @@ def _run(args: argparse.Namespace) -> int:
                       random_init=args.random_init, frames=args.frames, holdout=args.holdout,
                       steps=args.steps, token_budget=args.token_budget,
                       progress=not args.json)
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        print(f"weights: {result['weights']}")
-        print(f"held-out mIoU {result['heldout_miou']:.3f}, accuracy "
-              f"{result['heldout_accuracy']:.3f} ({result['eval_frames']} frames, "
-              f"{result['seconds']} s)")
-        print(f"report: {result['report']}")
-    return 0
+    return emit(args, result, [
+        f"weights: {result['weights']}",
+        f"held-out mIoU {fmt(result['heldout_miou'], '.3f')}, accuracy "
+        f"{fmt(result['heldout_accuracy'], '.3f')} ({result['eval_frames']} frames, "
+        f"{result['seconds']} s)",
+        f"report: {result['report']}"])

@@ -65,14 +65,38 @@ def write_scene_bag(path: Path, frames: range, cfg: S.SceneConfig) -> Path:
     return path
 
 
+def check_weights(name: str, weights: str | None) -> None:
+    """Raise as `build_backbone` would when `name`'s weights are missing, without building it.
+
+    A `weights` file must exist (``FileNotFoundError``); otherwise the same resolvers
+    `build_backbone` runs first raise ``WeightsUnavailableError`` offline without a cache.
+    """
+    from fit3d_ros.compat import import_timm
+    from fit3d_ros.models.backbones import TINY_TEST, resolve_name
+    from fit3d_ros.models.weights import fetch_fit3d_checkpoint, hub_weights_file
+
+    if weights is not None:
+        if not Path(weights).is_file():  # as models.weights.read_state_dict says it
+            raise FileNotFoundError(f"weights file not found: {Path(weights)}")
+        return
+    import_timm()  # the torchvision fix-up before timm loads, as build_backbone does
+    arch, fit3d_base, _ = resolve_name(name)
+    if name == TINY_TEST:
+        return
+    if fit3d_base is not None:
+        fetch_fit3d_checkpoint(fit3d_base)
+    else:
+        hub_weights_file(arch, name)
+
+
 def choose_backbone(name: str, weights: str | None, random_init: bool) -> tuple[bool, str]:
-    """(random_init, note): pretrained when its weights load here, else random + warning."""
+    """(random_init, note): pretrained when its weights are available, else random + warning."""
     if random_init:
         return True, f"RANDOM-INIT {name} (asked for): no pretrained weights"
-    from fit3d_ros.models import WeightsUnavailableError, build_backbone
+    from fit3d_ros.models import WeightsUnavailableError
 
     try:
-        build_backbone(name, weights=weights)
+        check_weights(name, weights)
         return False, f"pretrained {name} ({weights or 'hub cache'})"
     except WeightsUnavailableError as exc:
         print(f"WARNING: {exc}\nWARNING: the demo continues with a RANDOMLY INITIALISED "
