@@ -167,6 +167,26 @@ def resolve_name(name: str) -> tuple[str, str | None, dict[str, Any]]:
     return name, None, {}
 
 
+def weights_source(name: str, *, pretrained: bool = True, weights: str | Path | None = None,
+                   **kw: Any) -> tuple[str, dict[str, Any], Path | None, bool]:
+    """(timm arch, architecture args, weights file or None, download from timm's hub) for
+    :func:`build_backbone`; raises ``WeightsUnavailableError`` offline without building."""
+    import_timm()
+    arch, fit3d_base, args = resolve_name(name)
+    args.update(kw)
+    if weights is not None:
+        return arch, args, Path(weights), False
+    if not pretrained or name == TINY_TEST:
+        return arch, args, None, False
+    if args:
+        raise ValueError(f"architecture overrides {sorted(args)} need pretrained=False "
+                         "or a weights file")
+    if fit3d_base is not None:
+        return arch, args, fetch_fit3d_checkpoint(fit3d_base), False
+    source = hub_weights_file(arch, name)
+    return arch, args, source, source is None
+
+
 def build_backbone(name: str, *, pretrained: bool = True, weights: str | Path | None = None,
                    seed: int = 0, dtype: torch.dtype = torch.float32,
                    **kw: Any) -> Backbone:
@@ -179,22 +199,8 @@ def build_backbone(name: str, *, pretrained: bool = True, weights: str | Path | 
     weights are needed but cannot be fetched.
     """
     timm = import_timm()
-    arch, fit3d_base, args = resolve_name(name)
-    args.update(kw)
-    source: Path | None = None  # weights file to load; None with `download` = timm's hub
-    download = False
-    if weights is not None:
-        source = Path(weights)
-    elif pretrained and name != TINY_TEST:
-        if args:
-            raise ValueError(f"architecture overrides {sorted(args)} need pretrained=False "
-                             "or a weights file")
-        # resolve (and fail offline) before building a possibly large random network
-        if fit3d_base is not None:
-            source = fetch_fit3d_checkpoint(fit3d_base)
-        else:
-            source = hub_weights_file(arch, name)
-            download = source is None
+    arch, args, source, download = weights_source(name, pretrained=pretrained,
+                                                  weights=weights, **kw)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:

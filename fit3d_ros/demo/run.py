@@ -66,27 +66,13 @@ def write_scene_bag(path: Path, frames: range, cfg: S.SceneConfig) -> Path:
 
 
 def check_weights(name: str, weights: str | None) -> None:
-    """Raise as `build_backbone` would when `name`'s weights are missing, without building it.
+    """Raise as `build_backbone` would when `name`'s weights are missing, without building
+    the network (``WeightsUnavailableError`` offline, ``FileNotFoundError`` for a file)."""
+    from fit3d_ros.models.backbones import weights_source
 
-    A `weights` file must exist (``FileNotFoundError``); otherwise the same resolvers
-    `build_backbone` runs first raise ``WeightsUnavailableError`` offline without a cache.
-    """
-    from fit3d_ros.compat import import_timm
-    from fit3d_ros.models.backbones import TINY_TEST, resolve_name
-    from fit3d_ros.models.weights import fetch_fit3d_checkpoint, hub_weights_file
-
-    if weights is not None:
-        if not Path(weights).is_file():  # as models.weights.read_state_dict says it
-            raise FileNotFoundError(f"weights file not found: {Path(weights)}")
-        return
-    import_timm()  # the torchvision fix-up before timm loads, as build_backbone does
-    arch, fit3d_base, _ = resolve_name(name)
-    if name == TINY_TEST:
-        return
-    if fit3d_base is not None:
-        fetch_fit3d_checkpoint(fit3d_base)
-    else:
-        hub_weights_file(arch, name)
+    source = weights_source(name, weights=weights)[2]
+    if weights is not None and not source.is_file():  # as models.weights.read_state_dict says
+        raise FileNotFoundError(f"weights file not found: {source}")
 
 
 def choose_backbone(name: str, weights: str | None, random_init: bool) -> tuple[bool, str]:

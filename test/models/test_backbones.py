@@ -7,6 +7,7 @@ import torch
 
 from fit3d_ros.models import (BACKBONES, TINY_TEST, WeightsUnavailableError, build_backbone,
                               input_size)
+from fit3d_ros.models.backbones import weights_source
 
 # family -> (expected patch size, expected normalisation mean), from the models' papers
 FAMILIES = {
@@ -115,6 +116,17 @@ def test_offline_without_weights_says_how(name, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # empty Hugging Face cache
     with pytest.raises(WeightsUnavailableError, match="--weights PATH"):
         build_backbone(name)
+    with pytest.raises(WeightsUnavailableError, match="--weights PATH"):
+        weights_source(name)  # the same failure, before any network is built
+
+
+def test_weights_source_without_hub(tmp_path):
+    f = tmp_path / "w.safetensors"
+    assert weights_source("dinov2_small", weights=f)[2:] == (f, False)
+    assert weights_source("dinov2_small", pretrained=False)[2:] == (None, False)
+    arch, args, source, download = weights_source(TINY_TEST)
+    assert (source, download) == (None, False) and args["depth"] < 12
+    assert arch.split(".")[0] == build_backbone(TINY_TEST).model.default_cfg["architecture"]
 
 
 def test_short_names_are_timm_models():
