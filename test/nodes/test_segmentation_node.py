@@ -104,18 +104,20 @@ def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env)
             probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
                                       got["seg"].append, 10)
             probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
-            step = {"i": 0}
+            step = {"i": 0, "phase_b": False}
 
             def send() -> bool:
-                # phase A (10 frames): no CameraInfo -> camera skipped, cloud still segmented;
+                # phase A: no CameraInfo -> camera skipped, cloud still segmented; it lasts until
+                # the node reports missing_camera_info (DDS may match the node's readers late).
                 # phase B: CameraInfo, then a cycle of NaN cloud / wrong-size image / good
                 step["i"] += 1
                 i = step["i"]
                 s = stamp + i * 10**8
-                if i > 10:
+                step["phase_b"] = step["phase_b"] or counts().get("missing_camera_info", 0) >= 1
+                if step["phase_b"]:
                     info_pub.publish(model_to_camera_info(frame.camera, s, frame.image.frame_id,
                                                           types))
-                kind = "good" if i <= 10 else ("nan", "wrong", "good")[i % 3]
+                kind = ("nan", "wrong", "good")[i % 3] if step["phase_b"] else "good"
                 cloud = nan_cloud if kind == "nan" else small
                 cloud.stamp = s
                 im = wrong_size if kind == "wrong" else img
