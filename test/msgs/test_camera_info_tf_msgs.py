@@ -95,10 +95,16 @@ def random_transforms(n: int, seed: int = 0) -> list[Transform]:
 
 
 def test_transform_stamped_round_trip(types):
+    rng = np.random.default_rng(0)  # replays random_transforms' draws: its quaternions
     for tf in random_transforms(50):
+        q_in = rng.normal(size=4)
+        rng.normal(size=3), rng.integers(0, 2 ** 31 * 10 ** 9)
+        q_in /= np.linalg.norm(q_in)
         msg = transform_to_transform_stamped(tf, types)
         t, q = msg.transform.translation, msg.transform.rotation
         np.testing.assert_array_equal([t.x, t.y, t.z], tf.translation)
+        q_msg = np.array([q.x, q.y, q.z, q.w])  # ROS order (x, y, z, w); q and -q are one rotation
+        assert min(np.abs(q_msg - q_in).max(), np.abs(q_msg + q_in).max()) < 1e-9
         assert msg.header.frame_id == "map" and msg.child_frame_id == tf.child_frame
         back = transform_stamped_to_transform(msg)
         np.testing.assert_allclose(back.matrix, tf.matrix, rtol=0, atol=1e-9)
