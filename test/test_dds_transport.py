@@ -90,14 +90,15 @@ def test_kitti_cloud_and_image_over_dds(shared_data, tmp_path, ros_env):
     (tmp_path / "pub.py").write_text(PUBLISHER)
     (tmp_path / "sub.py").write_text(SUBSCRIBER)
     out = tmp_path / "received.npz"
-    sub = subprocess.Popen([sys.executable, str(tmp_path / "sub.py"), str(out), "60"],
+    # generous windows: each peer imports rclpy/numpy first (slow on a loaded CI machine)
+    sub = subprocess.Popen([sys.executable, str(tmp_path / "sub.py"), str(out), "240"],
                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
-    pub = subprocess.Popen([sys.executable, str(tmp_path / "pub.py"), str(bag), "75"],
+    pub = subprocess.Popen([sys.executable, str(tmp_path / "pub.py"), str(bag), "300"],
                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
     try:
-        sub_out, sub_err = sub.communicate(timeout=90)
+        sub_out, sub_err = sub.communicate(timeout=300)
     finally:
         pub.terminate()
         try:

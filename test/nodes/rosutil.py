@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -38,25 +39,50 @@ def spin_until(ctx, node, done: Callable[[], bool], timeout: float,
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
+    """`python ARGS` in a subprocess; its stdout/stderr are drained by background threads
+    (read them with :func:`stop`): an undrained pipe fills up (64 KiB) with a long test's
+    throttled warnings and the node then blocks in its logging call."""
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    bufs: tuple[list[str], list[str]] = ([], [])
+    threads = [threading.Thread(target=_drain, args=(stream, buf), daemon=True)
+               for stream, buf in zip((proc.stdout, proc.stderr), bufs)]
+    for t in threads:
+        t.start()
+    proc.fit3d_drain = (threads, bufs)  # type: ignore[attr-defined]
+    return proc
+
+
+def _drain(stream, buf: list[str]) -> None:
+    try:
+        for line in iter(stream.readline, ""):
+            buf.append(line)
+    except (OSError, ValueError):  # closed under us
+        pass
 
 
 def play(bag, env: dict[str, str], duration: float, delay: float = 2) -> subprocess.Popen:
-    """`fit3d-ros play BAG --loop` in a subprocess (stop it with :func:`stop`)."""
+    """`fit3d-ros play BAG --loop` in a subprocess (stop it with :func:`stop`); `duration`
+    only bounds a player that a failed test would leave running: make it longer than the
+    test waits for (slow CI)."""
     return start(["-m", "fit3d_ros.cli", "play", str(bag), "--loop", "--delay", str(delay),
                   "--duration", str(duration)], env)
 
 
 def stop(proc: subprocess.Popen) -> str:
+    """Terminate (then kill) the process if still running; its stdout + stderr so far
+    (may be called again: returns the whole output each time)."""
     if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    out, err = proc.communicate(timeout=10)
-    return (out or "") + (err or "")
+            proc.wait(10)
+    threads, (out, err) = proc.fit3d_drain  # type: ignore[attr-defined]
+    for t in threads:
+        t.join(10)
+    return "".join(out) + "".join(err)
 
 
 def diagnostic_counts(arrays, node_name: str = "") -> dict[str, int]:

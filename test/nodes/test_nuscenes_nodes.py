@@ -30,7 +30,7 @@ def test_perception_on_played_nuscenes_bag(shared_data, tmp_path, ros_env):
                   "-p", f"checkpoint:={ckpt}", "-p", f"cameras:={cams}",
                   "-p", f"cloud_topic:={NUSCENES_LIDAR_TOPIC}", "-p", f"extrinsics_file:={extr}",
                   "-p", "image_topic:=/cam_front/image_raw", "-p", "qos:=reliable"], ros_env)
-    player = play(bag, ros_env, 150)
+    player = play(bag, ros_env, 500)
     got: dict[str, list] = {"seg": [], "feat": []}
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
@@ -38,7 +38,7 @@ def test_perception_on_played_nuscenes_bag(shared_data, tmp_path, ros_env):
             probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
                                       got["seg"].append, 10)
             probe.create_subscription(Image, "/feature_node/features", got["feat"].append, 10)
-            ok = spin_until(ctx, probe, lambda: len(got["seg"]) >= 2 and got["feat"], 170, proc)
+            ok = spin_until(ctx, probe, lambda: len(got["seg"]) >= 2 and got["feat"], 400, proc)
     finally:
         log = stop(proc) + stop(player)
     assert ok, log[-3000:]
