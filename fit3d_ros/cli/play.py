@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bag", help="rosbag2 bag (.mcap file, .db3 file or bag directory)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     p.add_argument("--loop", action="store_true", help="replay forever (Ctrl-C stops)")
+    p.add_argument("--loop-gap", type=float, default=0.1,
+                   help="with --loop: log seconds between passes (default one 10 Hz frame)")
     p.add_argument("--topics", nargs="+", help="only these topics")
     p.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     p.add_argument("--delay", type=float, default=0.5,
@@ -31,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
 
     prefer_large_data_transport()
     cfg = PlayConfig(rate=args.rate, loop=args.loop, topics=args.topics,
-                     clock=not args.no_clock, delay_s=args.delay, duration_s=args.duration)
+                     clock=not args.no_clock, delay_s=args.delay, duration_s=args.duration,
+                     loop_gap_s=args.loop_gap)
     rclpy.init()
     try:
         stats = play(args.bag, cfg)

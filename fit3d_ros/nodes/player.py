@@ -32,6 +32,7 @@ class PlayConfig:
     delay_s: float = 0.5          # discovery time before the first message
     max_loops: int | None = None  # with loop: stop after this many passes (None: forever)
     duration_s: float | None = None  # stop after this much wall time
+    loop_gap_s: float = 0.1       # with loop: log time between passes (one 10 Hz frame)
 
 
 @dataclass
@@ -55,6 +56,8 @@ def play(path: str | Path, config: PlayConfig | None = None, node: Node | None =
     cfg = config or PlayConfig()
     if cfg.rate <= 0:
         raise ValueError(f"rate must be > 0, got {cfg.rate}")
+    if cfg.loop_gap_s < 0:
+        raise ValueError(f"loop_gap_s must be >= 0, got {cfg.loop_gap_s}")
     own = node is None
     node = node or rclpy.create_node("fit3d_player")
     stats = PlayStats()
@@ -67,11 +70,15 @@ def play(path: str | Path, config: PlayConfig | None = None, node: Node | None =
                 clock_pub = node.create_publisher(Clock, "/clock", 10)
             time.sleep(cfg.delay_s)
             t_end = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
-            while rclpy.ok():
-                if _one_pass(bag, pubs, clock_pub, cfg, stats, t_end):
+            while node.context.ok():
+                if _one_pass(node, bag, pubs, clock_pub, cfg, stats, t_end):
                     break
                 stats.loops += 1
                 if not cfg.loop or (cfg.max_loops is not None and stats.loops >= cfg.max_loops):
+                    break
+                # a bag whose messages share one stamp (a one-frame log) would otherwise be
+                # re-published in a tight loop, starving the nodes it feeds
+                if _sleep_until(time.monotonic() + cfg.loop_gap_s / cfg.rate, t_end, node):
                     break
     finally:
         if own:
@@ -97,8 +104,8 @@ def _publishers(node: Node, bag: BagReader, cfg: PlayConfig, stats: PlayStats) -
     return pubs
 
 
-def _one_pass(bag: BagReader, pubs: dict, clock_pub: Any, cfg: PlayConfig, stats: PlayStats,
-              t_end: float | None) -> bool:
+def _one_pass(node: Node, bag: BagReader, pubs: dict, clock_pub: Any, cfg: PlayConfig,
+              stats: PlayStats, t_end: float | None) -> bool:
     """Publish every message once at recorded timing; True if stopped early."""
     if not pubs:
         return True
@@ -107,14 +114,8 @@ def _one_pass(bag: BagReader, pubs: dict, clock_pub: Any, cfg: PlayConfig, stats
     t0_wall = time.monotonic()
     t0_log = bag.start_ns
     for topic, _type, log_ns, _idx, data in bag.raw_messages(list(pubs)):
-        due = t0_wall + (log_ns - t0_log) / 1e9 / cfg.rate
-        while True:
-            now = time.monotonic()
-            if t_end is not None and now >= t_end:
-                return True
-            if now >= due or not rclpy.ok():
-                break
-            time.sleep(min(due - now, 0.05))
+        if _sleep_until(t0_wall + (log_ns - t0_log) / 1e9 / cfg.rate, t_end, node):
+            return True
         if clock_pub is not None:
             msg = Clock()
             msg.clock.sec, msg.clock.nanosec = divmod(int(log_ns), 1_000_000_000)
@@ -122,6 +123,18 @@ def _one_pass(bag: BagReader, pubs: dict, clock_pub: Any, cfg: PlayConfig, stats
         pubs[topic].publish(bytes(data))
         stats.published += 1
     return False
+
+
+def _sleep_until(due: float, t_end: float | None, node: Node) -> bool:
+    """Sleep until monotonic time `due`; True (stop) if `t_end` comes first or the node's
+    context shuts down."""
+    while True:
+        now = time.monotonic()
+        if (t_end is not None and now >= t_end) or not node.context.ok():
+            return True
+        if now >= due:
+            return False
+        time.sleep(min(due - now, 0.05))
 
 
 def main(argv: list[str] | None = None) -> int:

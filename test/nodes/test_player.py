@@ -60,3 +60,26 @@ def test_play_rejects_bad_rate(tmp_path):
 
     with pytest.raises(ValueError, match="rate"):
         play(tmp_path / "missing.mcap", PlayConfig(rate=0))
+
+
+@pytest.mark.ros
+def test_loop_pauses_between_passes_of_a_one_stamp_bag(shared_data, tmp_path, ros_env):
+    from fit3d_ros.nodes.player import PlayConfig, play as play_bag
+
+    bag = tmp_path / "kitti.mcap"
+    kitti_to_bag(shared_data / "kitti" / "object", bag, frames=["000000"])  # one stamp
+    cfg = dict(loop=True, topics=[KITTI_TOPICS["info"]], clock=False, delay_s=0.0,
+               duration_s=1.0)
+    with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
+        node = rclpy.create_node("player_under_test", context=ctx)
+        try:
+            no_gap = play_bag(bag, PlayConfig(**cfg, loop_gap_s=0.0), node)
+            gap = play_bag(bag, PlayConfig(**cfg, loop_gap_s=0.25), node)
+            fast = play_bag(bag, PlayConfig(**cfg, loop_gap_s=0.25, rate=2.0), node)
+        finally:
+            node.destroy_node()
+    # one message per pass; the gap (log time, scaled by the rate) bounds the passes
+    assert gap.published in (gap.loops, gap.loops + 1), gap
+    assert 1 <= gap.loops <= 1.0 / 0.25 + 1
+    assert 1 <= fast.loops <= 1.0 / 0.125 + 1
+    assert no_gap.loops > 2 * (1.0 / 0.25 + 1)  # what the gap prevents: a tight loop
