@@ -31,6 +31,20 @@ def _node_args(ckpt, extr=None) -> list[str]:
             "-p", "qos:=reliable", "-p", "throttle_s:=0.2", "-p", "sync_slop_s:=0.05"]
 
 
+def _kitti_probe(ctx, on_seg, on_diag):
+    """A probe node publishing the KITTI cloud / image / CameraInfo topics and subscribed to
+    the node's segmentation and /diagnostics; returns (node, cloud, image, info publishers)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    probe = rclpy.create_node("probe", context=ctx)
+    pubs = [probe.create_publisher(cls, KITTI_TOPICS[key], 10)
+            for cls, key in ((PointCloud2, "cloud"), (Image, "image"), (CameraInfo, "info"))]
+    probe.create_subscription(PointCloud2, "/segmentation_node/segmentation", on_seg, 10)
+    probe.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    return (probe, *pubs)
+
+
 @pytest.fixture(scope="module")
 def kitti_setup(shared_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seg_node")
@@ -90,8 +104,6 @@ def test_segmentation_node_labels_played_kitti_bag(shared_data, kitti_setup, ros
 
 
 def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     bag, ckpt, extr = kitti_setup
     frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
@@ -111,13 +123,8 @@ def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env)
 
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
-            probe = rclpy.create_node("probe", context=ctx)
-            pc_pub = probe.create_publisher(PointCloud2, KITTI_TOPICS["cloud"], 10)
-            im_pub = probe.create_publisher(Image, KITTI_TOPICS["image"], 10)
-            info_pub = probe.create_publisher(CameraInfo, KITTI_TOPICS["info"], 10)
-            probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
-                                      got["seg"].append, 10)
-            probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 10)
+            probe, pc_pub, im_pub, info_pub = _kitti_probe(ctx, got["seg"].append,
+                                                           got["diag"].append)
             step = {"i": 0, "stage": "no_info", "seg_before_good": 0}
 
             def stage() -> str:
@@ -216,8 +223,6 @@ def test_segmentation_node_reports_missing_transforms_and_unsynced_streams(
         shared_data, kitti_setup, ros_env):
     """No extrinsics: cameras are skipped with a transform error; clouds without images:
     an 'unsynchronised' warning. Both counted on /diagnostics, the node keeps running."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     bag, ckpt, _ = kitti_setup
     frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
@@ -231,13 +236,7 @@ def test_segmentation_node_reports_missing_transforms_and_unsynced_streams(
 
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
-            probe = rclpy.create_node("probe", context=ctx)
-            pc = probe.create_publisher(PointCloud2, KITTI_TOPICS["cloud"], 10)
-            im = probe.create_publisher(Image, KITTI_TOPICS["image"], 10)
-            info = probe.create_publisher(CameraInfo, KITTI_TOPICS["info"], 10)
-            probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
-                                      lambda m: None, 10)
-            probe.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)
+            probe, pc, im, info = _kitti_probe(ctx, lambda m: None, diag.append)
             step = {"i": 0}
 
             def send() -> bool:
