@@ -104,7 +104,6 @@ def test_segmentation_node_labels_played_kitti_bag(shared_data, kitti_setup, ros
 
 
 def test_segmentation_node_survives_bad_input(shared_data, kitti_setup, ros_env):
-
     bag, ckpt, extr = kitti_setup
     frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
     types = rclpy_types()
@@ -223,7 +222,6 @@ def test_segmentation_node_reports_missing_transforms_and_unsynced_streams(
         shared_data, kitti_setup, ros_env):
     """No extrinsics: cameras are skipped with a transform error; clouds without images:
     an 'unsynchronised' warning. Both counted on /diagnostics, the node keeps running."""
-
     bag, ckpt, _ = kitti_setup
     frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
     proc = start(_node_args(ckpt), ros_env)  # no extrinsics at all
