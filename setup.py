@@ -1,8 +1,14 @@
 """fit3d_ros: 3D-aware 2D foundation features and DITR point-cloud segmentation for ROS 2.
 
-Installs as a plain pip package and as an ament_python package (colcon build). The
-``models/``, ``training/`` and ``kernels/`` folders install as ``fit3d_ros.models``,
-``fit3d_ros.training`` and ``fit3d_ros.kernels`` (package_dir), never as top-level names.
+Installs as a plain pip package (``pip install .``, ``pip install -e .``) and as an
+ament_python package (``colcon build``, ``colcon build --symlink-install``). The top-level
+``models/``, ``training/`` and ``kernels/`` folders are reached through relative symlinks
+committed in git (``fit3d_ros/models -> ../models`` and so on), so they install only as
+``fit3d_ros.models``, ``fit3d_ros.training`` and ``fit3d_ros.kernels`` (with their
+sub-packages), never as top-level names. There is deliberately no ``package_dir`` mapping:
+colcon's symlink-install rejects a mapping of ``fit3d_ros`` onto itself and cannot map
+folders that lie outside the package. ``find_packages`` follows the symlinks, ``build_py``
+copies the real files into wheels, and editable installs resolve through the links.
 """
 from glob import glob
 import os
@@ -12,21 +18,8 @@ from setuptools import find_packages, setup
 PACKAGE = "fit3d_ros"
 
 
-def _subpackages(folder: str) -> list[str]:
-    """Dotted names of `folder` and its sub-packages, mapped under fit3d_ros."""
-    found = [f"{PACKAGE}.{folder}"]
-    for sub in find_packages(where=folder):
-        found.append(f"{PACKAGE}.{folder}.{sub}")
-    return found
-
-
-_mapped = ("models", "training", "kernels")
-packages = [p for p in find_packages(include=[PACKAGE, f"{PACKAGE}.*"])]
-package_dir = {PACKAGE: PACKAGE}
-for folder in _mapped:
-    for name in _subpackages(folder):
-        packages.append(name)
-        package_dir[name] = name.replace(f"{PACKAGE}.", "", 1).replace(".", "/")
+# fit3d_ros/{models,training,kernels} are symlinks to the top-level folders (see above)
+packages = find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
 
 data_files = [
     ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -45,7 +38,6 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=packages,
-    package_dir=package_dir,
     package_data={f"{PACKAGE}.kernels": ["csrc/*.cpp", "csrc/*.h"]},
     data_files=[d for d in data_files if d[1]],
     install_requires=[
@@ -65,7 +57,8 @@ setup(
         "cpu": ["spconv"],     # CPU build of spconv (pick cpu or cuda, not both)
         "viz": ["open3d-cpu"],
         "cuda": ["gsplat", "spconv-cu120"],
-        "test": ["pytest>=7", "pytest-timeout", "mcap"],
+        "test": ["pytest>=7", "pytest-timeout", "mcap",
+                 "colcon-core>=0.15.2", "colcon-ros>=0.4"],  # test/test_setup.py
     },
     zip_safe=False,
     entry_points={
