@@ -62,6 +62,7 @@ def _check_toolchain() -> None:
             f"C++ compiler {compiler!r} not found: install g++ (or set CXX) to build the "
             "CPU rasterizer, or use backend='torch'")
     try:
+        # costly: torch.utils.cpp_extension (~100 ms) only for the C++ extension build
         from torch.utils.cpp_extension import verify_ninja_availability
         verify_ninja_availability()
     except RuntimeError as err:
@@ -78,6 +79,7 @@ def load_extension(verbose: bool = False) -> ModuleType:
             if _BUILD_ERROR is not None:
                 raise _BUILD_ERROR
             _check_toolchain()
+            # costly: torch.utils.cpp_extension (~100 ms) only for the C++ extension build
             from torch.utils.cpp_extension import load
             build = cache_dir()
             build.mkdir(parents=True, exist_ok=True)

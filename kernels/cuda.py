@@ -34,7 +34,7 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
                      detach_geometry_for_features: bool,
                      ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
     """Render with gsplat; returns rgb, features, alpha, depth (H,W,·), means2d, radii (N,2)."""
-    import gsplat
+    import gsplat  # optional: gsplat only with the cuda extra
 
     common = dict(viewmats=viewmat[None], Ks=K[None], width=width, height=height,
                   near_plane=near_plane, eps2d=EPS2D, packed=False, tile_size=16,

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 # FiT3D's released fine-tuned checkpoints (Yue et al., ECCV 2024), timm layout.
@@ -57,7 +58,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -79,6 +79,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def convert_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Map a timm- or Meta-layout state dict onto `model` (a timm VisionTransformer)."""
+    # costly: timm loads torchvision (patched by fit3d_ros.compat first); import on first use
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     state = dict(state)
@@ -143,6 +144,7 @@ def hub_weights_file(arch: str, name: str, timeout: float = 2.0) -> Path | None:
     Offline without a cached copy raises :class:`WeightsUnavailableError` (before any
     network is built).
     """
+    # costly: timm loads torchvision (patched by fit3d_ros.compat first); import on first use
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(arch)
@@ -151,7 +153,7 @@ def hub_weights_file(arch: str, name: str, timeout: float = 2.0) -> Path | None:
         raise WeightsUnavailableError(f"timm has no hub weights for {name!r}: {_how_to(name)}")
     if hub_reachable("https://huggingface.co", timeout):
         return None
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # costly: ~130 ms; offline path only
     cache = os.environ.get("HF_HUB_CACHE") or (
         os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
     for filename in ("model.safetensors", "pytorch_model.bin"):
@@ -165,6 +167,7 @@ def hub_weights_file(arch: str, name: str, timeout: float = 2.0) -> Path | None:
 
 def download_hub_weights(model: nn.Module, name: str) -> None:
     """Load timm's pretrained weights for `model` from the hub (online)."""
+    # costly: timm loads torchvision (patched by fit3d_ros.compat first); import on first use
     from timm.models import load_pretrained
     from timm.models.vision_transformer import checkpoint_filter_fn
 

@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # costly: loads torch (~1 s); `fit3d-ros --help` imports this module
     from fit3d_ros.demo.run import run_demo
 
     result = run_demo(args.out, backbone=args.backbone, weights=args.weights,

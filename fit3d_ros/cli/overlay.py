@@ -79,6 +79,7 @@ def camera_topics(topics: dict[str, Any]) -> dict[str, str]:
 
 
 def _transform(buffer, cam_frame: str, cloud_frame: str, t_img: int, t_cloud: int) -> np.ndarray:
+    # costly: `fit3d-ros --help` imports this module; fit3d_ros.sensors costs ~20 ms
     from fit3d_ros.sensors.tf_buffer import TransformError
     for fixed in FIXED_FRAMES:  # motion-compensated through a fixed frame when there is one
         if fixed in buffer.frames():
@@ -152,6 +153,7 @@ class OverlayJob:
         self.pending = keep
 
     def _finish(self, p: _Pending, topic: str, buffer: Any) -> None:
+        # costly: `fit3d-ros --help` imports this module; these load torch, msgs, sensors
         from fit3d_ros.models import project_points
         from fit3d_ros.msgs import image_to_rgb, stamp_to_ns
         from fit3d_ros.sensors.tf_buffer import TransformError
@@ -180,7 +182,7 @@ class OverlayJob:
         img = draw_points(rgb, proj.uv[vis, 0], ranges, self.max_range)
         name = re.sub(r"[^A-Za-z0-9]+", "_", topic).strip("_")
         path = self.out / f"frame{p.index:04d}_{name}.png"
-        from PIL import Image
+        from PIL import Image  # costly: ~20 ms on `fit3d-ros --help`, which imports this module
         Image.fromarray(img).save(path)
         self.written.append(str(path))
 
@@ -189,6 +191,7 @@ def run_overlay(bag: str, out: str | Path, frames: int = 1, cloud_topic: str | N
                 image_topics: list[str] | None = None, max_range: float = 60.0,
                 max_dt: float = 0.1) -> dict[str, Any]:
     """Project the first `frames` clouds into every camera; write PNGs; return the summary."""
+    # costly: `fit3d-ros --help` imports this module; fit3d_ros.logs loads rosbags (~150 ms)
     from fit3d_ros.logs.bag import open_bag
     from fit3d_ros.logs.scene_io import decode, replay
     from fit3d_ros.msgs import camera_info_to_model, pointcloud2_to_cloud, stamp_to_ns

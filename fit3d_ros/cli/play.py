@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from fit3d_ros.cli.main import CommandError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("play", help="publish a rosbag2 log with rclpy at its recorded "
@@ -23,11 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        import rclpy
+        import rclpy  # optional: rclpy only with the ros extra or a ROS 2 install
     except ImportError as exc:
-        from fit3d_ros.cli.main import CommandError
         raise CommandError(f"rclpy is not importable ({exc}); install the ros extra: "
                            "pip install -c constraints.txt -e '.[ros]'") from exc
+    # optional: fit3d_ros.nodes imports rclpy (and costly: ~100 ms on `fit3d-ros --help`)
     from fit3d_ros.nodes.common import prefer_large_data_transport
     from fit3d_ros.nodes.player import PlayConfig, play
 

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # costly: loads torch (~1 s); `fit3d-ros --help` imports this module
     from fit3d_ros.pipeline.features import FeatureConfig
     from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
 

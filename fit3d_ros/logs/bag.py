@@ -30,12 +30,11 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
 from rosbags.rosbag2 import (CompressionFormat, CompressionMode, ReaderError, StoragePlugin,
                              Writer, WriterError)
 
+from ..msgs.types import rosbags_typestore
 
 
 def default_typestore() -> Any:
     """The rosbags typestore of `fit3d_ros.msgs.rosbags_types` (``ROS2_KILTED``)."""
-    from ..msgs.types import rosbags_typestore
-
     return rosbags_typestore()
 
 

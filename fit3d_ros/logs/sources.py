@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 #: first synthetic stamp (2023-11-14T22:13:20Z); never 0, which tf2 reads as "latest"
 T0_NS = 1_700_000_000 * 1_000_000_000
@@ -46,8 +47,6 @@ def frame_number(path: Path) -> int:
 
 def load_rgb(path: Path) -> np.ndarray:
     """(H,W,3) uint8 RGB of an 8-bit colour (or grey) image file."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             if im.mode not in ("RGB", "RGBA", "L", "P", "CMYK", "YCbCr"):
@@ -60,8 +59,6 @@ def load_rgb(path: Path) -> np.ndarray:
 
 def load_depth_mm(path: Path) -> np.ndarray:
     """(H,W) uint16 millimetres of a 16-bit depth PNG (0 = no return)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             mode = im.mode

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
+from rosbags.typesys import Stores, get_typestore
 
 NS_PER_S = 1_000_000_000
 _INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
@@ -66,8 +67,6 @@ class MsgTypes:
 
 @lru_cache(maxsize=None)
 def _rosbags_typestore(store: str | None):
-    from rosbags.typesys import Stores, get_typestore
-
     if store is None:
         if hasattr(Stores, "ROS2_KILTED"):
             chosen = Stores.ROS2_KILTED
@@ -116,7 +115,7 @@ def rclpy_types() -> MsgTypes:
     ``TFMessage`` is ``tf2_msgs.msg.TFMessage`` when importable, else None (no PyPI
     wheel ships tf2_msgs; inside a sourced ROS 2 install it is there).
     """
-    try:
+    try:  # optional: rclpy message packages only with the ros extra or a ROS 2 install
         from builtin_interfaces.msg import Time
         from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
         from sensor_msgs.msg import (CameraInfo, Image, PointCloud2, PointField,
@@ -125,7 +124,7 @@ def rclpy_types() -> MsgTypes:
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("rclpy message packages are missing; install the 'ros' extra "
                           f"or source a ROS 2 workspace ({exc})") from exc
-    try:
+    try:  # optional: no PyPI wheel ships tf2_msgs
         from tf2_msgs.msg import TFMessage
     except ImportError:
         TFMessage = None

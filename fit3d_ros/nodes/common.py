@@ -15,9 +15,13 @@ import time
 from typing import Any, Callable
 
 import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
+                             SingleThreadedExecutor)
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
+from std_msgs.msg import String
 
 from fit3d_ros.pipeline import LatencyStats, WorkerCounters
 
@@ -68,8 +72,6 @@ class NodeHealth:
 
     def __init__(self, node: Node, throttle_s: float = 5.0,
                  diagnostics_period_s: float = 1.0) -> None:
-        from std_msgs.msg import String
-
         self.node = node
         self.latency = LatencyStats()
         self.counts: dict[str, int] = {}
@@ -83,7 +85,7 @@ class NodeHealth:
         self._workers: dict[str, WorkerCounters] = {}
         self._started = time.monotonic()
         self._diag_pub = None
-        try:
+        try:  # optional: diagnostic_msgs may be missing (then no /diagnostics)
             from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401
             self._diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         except ImportError:  # diagnostic_msgs absent: counters stay on ~/latency_ms only
@@ -139,6 +141,7 @@ class NodeHealth:
     def publish_diagnostics(self) -> None:
         if self._diag_pub is None:
             return
+        # optional: diagnostic_msgs may be missing; only reached when it imported above
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
         snap = self.snapshot()
@@ -154,8 +157,6 @@ class NodeHealth:
 
 def declare(node: Node, name: str, default: Any, description: str = "") -> Any:
     """Declare a parameter with a description and return its current value."""
-    from rcl_interfaces.msg import ParameterDescriptor
-
     return node.declare_parameter(
         name, default, ParameterDescriptor(description=description)).value
 
@@ -169,9 +170,6 @@ def run_node(factory, args: list[str] | None = None) -> int:
     """Init rclpy, build the node(s) (start-up errors → message + exit 1), spin until
     shutdown. `factory` returns one node, or a tuple of nodes served together by a
     multi-threaded executor (the composed executable)."""
-    from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
-                                 SingleThreadedExecutor)
-
     prefer_large_data_transport()
     rclpy.init(args=args)
     try:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import threading
 
+import rclpy.duration
+import rclpy.time
 from rclpy.node import Node
 
-from fit3d_ros.msgs import tf_message_to_transforms, transform_stamped_to_transform
+from fit3d_ros.msgs import (rclpy_types, tf_message_to_transforms,
+                            transform_stamped_to_transform, transform_to_transform_stamped)
 from fit3d_ros.sensors import Transform
 from fit3d_ros.sensors.tf_buffer import TransformBuffer, TransformError
 
@@ -32,7 +35,7 @@ class Extrinsics:
         self.buffer: TransformBuffer | None = None
         if prefer_tf2:
             try:
-                import tf2_ros
+                import tf2_ros  # optional: tf2_ros only in a sourced ROS 2 install
                 self._tf2 = tf2_ros.Buffer()
                 self._listener = tf2_ros.TransformListener(self._tf2, node)
                 self.backend = "tf2_ros"
@@ -47,7 +50,7 @@ class Extrinsics:
                 self._tf2.set_transform_static(_to_stamped(tf), "extrinsics_file")
 
     def _subscribe_tf(self, node: Node) -> None:
-        try:
+        try:  # optional: no PyPI wheel ships tf2_msgs
             from tf2_msgs.msg import TFMessage
         except ImportError:  # PyPI wheels: no tf2_msgs, static YAML extrinsics only
             node.get_logger().info("tf2_ros/tf2_msgs not importable: extrinsics come from "
@@ -74,8 +77,6 @@ class Extrinsics:
         if self._tf2 is None:
             with self._lock:
                 return self.buffer.lookup(target, source, stamp_ns)
-        import rclpy.duration
-        import rclpy.time
         try:
             msg = self._tf2.lookup_transform(
                 target, source, rclpy.time.Time(nanoseconds=stamp_ns),
@@ -86,6 +87,4 @@ class Extrinsics:
 
 
 def _to_stamped(tf: Transform):
-    from fit3d_ros.msgs import rclpy_types, transform_to_transform_stamped
-
     return transform_to_transform_stamped(tf, rclpy_types())

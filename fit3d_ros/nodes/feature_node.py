@@ -12,6 +12,7 @@ import sys
 from dataclasses import fields
 
 from rclpy.node import Node
+from sensor_msgs.msg import Image
 
 from fit3d_ros.msgs import ConversionError, image_to_rgb, numpy_to_image, rclpy_types, stamp_to_ns
 from fit3d_ros.pipeline import LatestWinsWorker
@@ -68,8 +69,6 @@ class FeatureNode(Node):
         self.extractor = extractor or FeatureExtractor(self.cfg)
         self.pca = PCAPreview()
         self.health = NodeHealth(self, declare(self, "throttle_s", 5.0, "warning period"))
-        from sensor_msgs.msg import Image
-
         self.pub_features = self.create_publisher(Image, "~/features", 5)
         self.pub_pca = self.create_publisher(Image, "~/features_pca", 5)
         self.worker = LatestWinsWorker(self._process, on_error=self._on_error)

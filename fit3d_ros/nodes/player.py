@@ -17,7 +17,9 @@ from typing import Any
 
 import rclpy
 from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
 
+from fit3d_ros.cli.main import main as cli_main
 from fit3d_ros.logs.bag import BagReader
 
 from .common import qos_from_name
@@ -66,7 +68,6 @@ def play(path: str | Path, config: PlayConfig | None = None, node: Node | None =
             pubs = _publishers(node, bag, cfg, stats)
             clock_pub = None
             if cfg.clock:
-                from rosgraph_msgs.msg import Clock
                 clock_pub = node.create_publisher(Clock, "/clock", 10)
             time.sleep(cfg.delay_s)
             t_end = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
@@ -109,7 +110,6 @@ def _one_pass(node: Node, bag: BagReader, pubs: dict, clock_pub: Any, cfg: PlayC
     """Publish every message once at recorded timing; True if stopped early."""
     if not pubs:
         return True
-    from rosgraph_msgs.msg import Clock
 
     t0_wall = time.monotonic()
     t0_log = bag.start_ns
@@ -139,6 +139,4 @@ def _sleep_until(due: float, t_end: float | None, node: Node) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry: same arguments as ``fit3d-ros play``."""
-    from fit3d_ros.cli.main import main as cli_main
-
     return cli_main(["play", *(sys.argv[1:] if argv is None else argv)])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from fit3d_ros.msgs import (ConversionError, camera_info_to_model, cloud_to_pointcloud2,
                             image_to_depth, image_to_rgb, pointcloud2_to_cloud, rclpy_types,
@@ -84,8 +85,6 @@ class SegmentationNode(Node):
         self.extrinsics = Extrinsics(self, extrinsics_file, tf_timeout)
         self.types = rclpy_types()
         self.infos: dict[str, CameraModel] = {}
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
         self.pub = self.create_publisher(PointCloud2, "~/segmentation", 5)
         self.pub_feat = self.create_publisher(PointCloud2, "~/point_features", 5)
         self.worker = LatestWinsWorker(self._process, on_error=self._on_error)

@@ -123,7 +123,7 @@ class SubscriberFilter:
 
 
 def _message_filters():
-    try:
+    try:  # optional: message_filters has no PyPI wheel
         import message_filters
     except ImportError:
         return None

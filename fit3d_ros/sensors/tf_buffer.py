@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import yaml
 
 from .transforms import Transform, quat_to_matrix
 
@@ -214,8 +215,6 @@ class TransformBuffer:
         if isinstance(path_or_dict, dict):
             doc, where = path_or_dict, "extrinsics dict"
         else:
-            import yaml
-
             where = str(path_or_dict)
             with open(Path(path_or_dict), encoding="utf-8") as fh:
                 doc = yaml.safe_load(fh)
