@@ -21,18 +21,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from fit3d_ros.cli import main as cli
+from fit3d_ros.training.fit3d.scene_file import load_scene_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
 
 
 def _run(argv: list[str]) -> tuple[dict, float]:
-    from fit3d_ros.cli.main import main
-
     buf = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf):
-        rc = main(argv)
+        rc = cli.main(argv)
     if rc != 0:
         raise SystemExit(f"fit3d-ros {' '.join(argv)} failed with {rc}")
     return json.loads(buf.getvalue()), time.perf_counter() - t0
@@ -40,8 +42,6 @@ def _run(argv: list[str]) -> tuple[dict, float]:
 
 def _seg_folder(root: Path, n: int = 20, size: int = 112) -> Path:
     """Generated labelled set: red / blue squares on grey noise (labels 1 / 2, 0 = bg)."""
-    from PIL import Image
-
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "labels").mkdir(exist_ok=True)
@@ -71,7 +71,6 @@ def run(backbone: str, config: str, threads: int, work: Path, reuse: bool = Fals
     t = out["times_s"]
     for key, path, src in (("lift_7scenes", s7, seven), ("lift_redwood", rw, redwood)):
         if reuse and path.is_file():  # keep an earlier lift of the same work folder
-            from fit3d_ros.training.scene_file import load_scene_file
             m = load_scene_file(path).meta["metrics"]
             out[key], t[key] = {**m, "reused": True}, m["seconds"]
         else:

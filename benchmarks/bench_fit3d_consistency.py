@@ -4,7 +4,7 @@ Usage: ``python benchmarks/bench_fit3d_consistency.py SCENE_FILE [FINETUNED ...]
 [--frames 0:100:2 --holdout-every 5] [--unseen 1:100:2] [--pairs 60] [--json]``
 
 On the lifted scene's held-out 7-Scenes views it scores, side by side in one run, the
-correspondence recall @10 px (mutual NN + ratio test, `training.correspondence`) of the
+correspondence recall @10 px (mutual NN + ratio test, `training.fit3d.correspondence`) of the
 teacher ("original"), each fine-tuned student, and the scene's own rendered features
 ``F_high = d(r_feat(G, P))`` (at render resolution and resized to the token grid). With
 ``--unseen`` it also scores the teacher and students on frames the lift never saw.
@@ -25,6 +25,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fit3d_ros.models.backbone_spec import BackboneSpec
+from fit3d_ros.training.fit3d.config import EvalConfig
+from fit3d_ros.training.fit3d.correspondence import (
+    covisible_points,
+    project_to_color,
+    sample_features,
+    score_matches,
+    select_pairs,
+)
+from fit3d_ros.training.fit3d.scene_file import load_scene_file
+from fit3d_ros.training.fit3d.scenes import load_scene
+from fit3d_ros.training.fit3d.vit_features import build_spec_backbone, extract
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
 
@@ -34,9 +47,6 @@ def score(views, maps: dict, pairs, cfg, num_corr: int = 250) -> dict:
     accuracy, cosine statistics, and Probe3D's fixed-count variant: the `num_corr` NN
     matches per pair with the highest ratio-test weight 1 - d1/d2 (cosine distances), all
     or mutual ones only."""
-    from fit3d_ros.training.correspondence import (covisible_points, project_to_color,
-                                                   sample_features, score_matches)
-
     acc = {n: np.zeros(4) for n in maps}
     extra = {n: {"topk": np.zeros(2), "topk_mutual": np.zeros(2)} for n in maps}  # correct, proposed, nn correct, nn total
     cos = {n: ([], []) for n in maps}
@@ -75,13 +85,6 @@ def score(views, maps: dict, pairs, cfg, num_corr: int = 250) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fit3d_ros.training.correspondence import select_pairs
-    from fit3d_ros.training.fit3d_config import EvalConfig
-    from fit3d_ros.training.point_features import BackboneSpec
-    from fit3d_ros.training.scene_file import load_scene_file
-    from fit3d_ros.training.scenes import load_scene
-    from fit3d_ros.training.vit_features import build_spec_backbone, extract
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("scene_file")
     p.add_argument("finetuned", nargs="*")

@@ -24,6 +24,16 @@ from typing import Callable
 import numpy as np
 import torch
 
+from fit3d_ros.logs.lidar_datasets import read_kitti_object, read_nuscenes
+from fit3d_ros.models import (
+    SpUNet,
+    SpUNetConfig,
+    build_backbone,
+    gather_point_features,
+    input_size,
+    project_points,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
 
@@ -53,7 +63,6 @@ def timed_pair(a: Callable[[], object], b: Callable[[], object],
 
 
 def bench_vit(repeats: int) -> dict[str, float]:
-    from fit3d_ros.models import build_backbone
     net = build_backbone("dinov2_small", pretrained=False)
     out = {}
     with torch.inference_mode():
@@ -64,7 +73,6 @@ def bench_vit(repeats: int) -> dict[str, float]:
 
 
 def _nuscenes():
-    from fit3d_ros.logs.lidar_datasets import read_nuscenes
     sample = read_nuscenes(DATA / "nuscenes")
     names = sorted(sample.T_cam_lidar)
     return (sample.lidar.xyz, [sample.cameras[n].camera for n in names],
@@ -72,7 +80,6 @@ def _nuscenes():
 
 
 def bench_mapping(repeats: int, n_points: int = 100_000) -> dict[str, float]:
-    from fit3d_ros.models import gather_point_features, input_size, project_points
     pts, cams, Ts = _nuscenes()
     if len(cams) != 6:
         raise RuntimeError(f"expected 6 nuScenes cameras, got {len(cams)}")
@@ -95,15 +102,12 @@ def bench_mapping(repeats: int, n_points: int = 100_000) -> dict[str, float]:
 
 
 def _kitti():
-    from fit3d_ros.logs.lidar_datasets import read_kitti_object
     frame = next(read_kitti_object(DATA / "kitti/object", ["000000"]))
     scan = np.c_[frame.cloud.xyz, frame.cloud.intensity].astype(np.float32)
     return scan, frame.camera, frame.T_cam_velo
 
 
 def bench_unet(repeats: int) -> dict[str, float]:
-    from fit3d_ros.models import (SpUNet, SpUNetConfig, gather_point_features, input_size,
-                                  project_points)
     scan, cam, T = _kitti()
     xyz = torch.from_numpy(scan[:, :3])
     feats = torch.cat([xyz - xyz.mean(dim=0), torch.from_numpy(scan[:, 3:])], dim=1)

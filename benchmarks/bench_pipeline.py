@@ -22,11 +22,25 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from fit3d_ros.logs.bag import BagReader
+from fit3d_ros.logs.convert import kitti_to_bag
+from fit3d_ros.logs.scene_io import read_transform_buffer
+from fit3d_ros.models import SpUNet, SpUNetConfig
+from fit3d_ros.models.backbone_spec import BackboneSpec
+from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
+from fit3d_ros.models.classes import semantickitti_classes
+from fit3d_ros.msgs import camera_info_to_model, image_to_rgb, pointcloud2_to_cloud
+from fit3d_ros.nodes.common import prefer_large_data_transport
+from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
+from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
@@ -41,13 +55,6 @@ def _rss_mb(pid: int) -> float:
 
 
 def _checkpoint(tmp: Path) -> Path:
-    import torch
-
-    from fit3d_ros.models import SpUNet, SpUNetConfig
-    from fit3d_ros.training.checkpoint import Checkpoint, Preprocessing, save_checkpoint
-    from fit3d_ros.training.point_features import BackboneSpec
-    from fit3d_ros.training.seg_classes import semantickitti_classes
-
     torch.manual_seed(0)
     cfg = SpUNetConfig.tiny(in_channels=4, num_classes=19, inject_2d=True, feat_2d_dim=384,
                             voxel_size=0.1)
@@ -59,11 +66,6 @@ def _checkpoint(tmp: Path) -> Path:
 
 def bare_ms(bag: Path, ckpt: Path, frames: int) -> float:
     """Median ms of decode + Segmenter per frame, in-process."""
-    from fit3d_ros.logs.bag import BagReader
-    from fit3d_ros.msgs import camera_info_to_model, image_to_rgb, pointcloud2_to_cloud
-    from fit3d_ros.logs.scene_io import read_transform_buffer
-    from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
-
     seg = Segmenter(ckpt, view="center")
     buf = read_transform_buffer(bag)
     with BagReader(bag) as b:
@@ -84,10 +86,8 @@ def node_ms(bag: Path, ckpt: Path, extr: Path, frames: int, env: dict
             ) -> tuple[float, subprocess.Popen, Any, Any]:
     """Median ms from publishing a frame to receiving its labelled cloud; the node process,
     and the probe's rclpy context and executor (left running for :func:`soak`)."""
-    import rclpy
+    import rclpy  # optional: ROS only for the node benchmarks
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
-    from fit3d_ros.logs.bag import BagReader
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "fit3d_ros.nodes.segmentation_node", "--ros-args",
@@ -106,7 +106,7 @@ def node_ms(bag: Path, ckpt: Path, extr: Path, frames: int, env: dict
     got: list[float] = []
     node.create_subscription(PointCloud2, "/segmentation_node/segmentation",
                              lambda m: got.append(time.perf_counter()), 10)
-    from std_msgs.msg import String
+    from std_msgs.msg import String  # optional: ROS only
     inside: list[dict] = []
     node.create_subscription(String, "/segmentation_node/latency_ms",
                              lambda m: inside.append(json.loads(m.data)), 10)
@@ -146,9 +146,7 @@ def soak(bag: Path, proc: subprocess.Popen, seconds: float, env: dict, ex,
     """Play the bag in a loop into the node while the probe keeps receiving; sample the
     node's RSS every `every_s` so a leak (a rising floor) is told from the sawtooth of
     per-frame buffers being allocated and freed."""
-    import threading
-
-    from sensor_msgs.msg import PointCloud2
+    from sensor_msgs.msg import PointCloud2  # optional: ROS only
 
     start = _rss_mb(proc.pid)
     received = {"n": 0}
@@ -192,11 +190,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--soak-seconds", type=float, default=60.0)
     args = ap.parse_args()
-    from fit3d_ros.logs.convert import kitti_to_bag
-    from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
-    from nodes.fixtures import extrinsics_yaml
-
-    from fit3d_ros.nodes.common import prefer_large_data_transport
+    from nodes.fixtures import extrinsics_yaml  # test helpers: importable once test/ is on sys.path
 
     prefer_large_data_transport()  # as the nodes do
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 200)),
@@ -214,7 +208,7 @@ def main() -> int:
         try:
             soaked = soak(soak_bag, proc, args.soak_seconds, env, ex)
         finally:
-            import rclpy
+            import rclpy  # optional: ROS only
             for n in list(ex.get_nodes()):  # a node left in an executor crashes shutdown
                 ex.remove_node(n)
             rclpy.shutdown(context=ctx)

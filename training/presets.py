@@ -1,7 +1,7 @@
 """The ``tiny`` / ``default`` preset mixin shared by the training config dataclasses.
 
-Design note: light on purpose (standard library only) so that `fit3d_config` and
-`seg_config` both import it without pulling in each other or torch.
+Design note: light on purpose (standard library only) so that `fit3d.config` and
+`ditr.config` both import it without pulling in each other or torch.
 """
 from __future__ import annotations
 

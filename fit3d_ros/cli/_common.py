@@ -25,7 +25,8 @@ def backbone_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 def backbone_spec(args: argparse.Namespace, token_budget: int | None, **extra: Any):
     """The `BackboneSpec` named by `backbone_args` (plus `extra` fields)."""
-    from fit3d_ros.training.point_features import BackboneSpec
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.models.backbone_spec import BackboneSpec
 
     return BackboneSpec(name=args.backbone, weights=args.weights, random_init=args.random_init,
                         seed=args.backbone_seed, token_budget=token_budget, **extra)
@@ -33,6 +34,7 @@ def backbone_spec(args: argparse.Namespace, token_budget: int | None, **extra: A
 
 def setup_threads(args: argparse.Namespace) -> None:
     """``--threads N``: torch's CPU thread count for this command."""
+    # costly (torch, rosbags): imported per command so that --help stays instant
     import torch
 
     if args.threads:

@@ -49,6 +49,7 @@ def _finish(args: argparse.Namespace, summary: dict[str, Any]) -> int:
 
 
 def _from_rgbd(args: argparse.Namespace) -> int:
+    # costly (torch, rosbags): imported per command so that --help stays instant
     from fit3d_ros.logs.convert import rgbd_to_bag
 
     return _finish(args, rgbd_to_bag(args.dir, args.output, fmt=args.format, every=args.every,
@@ -56,20 +57,24 @@ def _from_rgbd(args: argparse.Namespace) -> int:
 
 
 def _from_kitti(args: argparse.Namespace) -> int:
+    # costly (torch, rosbags): imported per command so that --help stays instant
     from fit3d_ros.logs.convert import kitti_to_bag
 
     label_fn = None
     if args.box_labels:  # per-point classes from label_2 boxes, class list in a sidecar
-        from fit3d_ros.training.box_labels import kitti_frame_box_labels as label_fn
+        # costly (torch, rosbags): imported per command so that --help stays instant
+        from fit3d_ros.training.ditr.box_labels import kitti_frame_box_labels as label_fn
     summary = kitti_to_bag(args.dir, args.output, frames=args.frames or None,
                            overwrite=args.force, compress=args.compress, label_fn=label_fn)
     if args.box_labels:
-        from fit3d_ros.training.seg_classes import kitti_box_classes, write_sidecar
+        # costly (torch, rosbags): imported per command so that --help stays instant
+        from fit3d_ros.models.classes import kitti_box_classes, write_sidecar
         summary["classes"] = str(write_sidecar(args.output, kitti_box_classes()))
     return _finish(args, summary)
 
 
 def _from_nuscenes(args: argparse.Namespace) -> int:
+    # costly (torch, rosbags): imported per command so that --help stays instant
     from fit3d_ros.logs.convert import nuscenes_to_bag
 
     return _finish(args, nuscenes_to_bag(args.dir, args.output, overwrite=args.force,
@@ -77,6 +82,7 @@ def _from_nuscenes(args: argparse.Namespace) -> int:
 
 
 def _from_semantickitti(args: argparse.Namespace) -> int:
+    # costly (torch, rosbags): imported per command so that --help stays instant
     from fit3d_ros.logs.convert import semantickitti_to_bag
 
     return _finish(args, semantickitti_to_bag(args.dir, args.output, overwrite=args.force,
@@ -84,6 +90,7 @@ def _from_semantickitti(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    # costly (torch, rosbags): imported per command so that --help stays instant
     from fit3d_ros.logs.bag import bag_info
 
     try:

@@ -44,14 +44,16 @@ def _emit(args: argparse.Namespace, result: dict[str, Any], lines: list[str]) ->
 
 
 def _load(args: argparse.Namespace):
-    from fit3d_ros.training.scenes import load_scene
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.fit3d.scenes import load_scene
 
     return load_scene(args.scene, args.format, args.frames, args.holdout_every)
 
 
 def _lift(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.fit3d_config import LiftConfig
-    from fit3d_ros.training.lift import lift_scene
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.fit3d.config import LiftConfig
+    from fit3d_ros.training.fit3d.lift import lift_scene
 
     setup_threads(args)
     out = Path(args.output)
@@ -74,8 +76,9 @@ def _lift(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.finetune import finetune
-    from fit3d_ros.training.fit3d_config import FinetuneConfig
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.fit3d.config import FinetuneConfig
+    from fit3d_ros.training.fit3d.finetune import finetune
 
     setup_threads(args)
     if Path(args.output).exists() and not args.force:
@@ -92,14 +95,16 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _eval_cfg(args: argparse.Namespace):
-    from fit3d_ros.training.fit3d_config import EvalConfig
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.fit3d.config import EvalConfig
 
     return EvalConfig.preset_named(args.config).with_overrides(
         pairs=getattr(args, "pairs", None), probe_steps=getattr(args, "steps", None))
 
 
 def _eval_corr(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.evaluate import run_correspondence
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.fit3d.evaluate import run_correspondence
 
     setup_threads(args)
     cfg = _eval_cfg(args)
@@ -114,7 +119,8 @@ def _eval_corr(args: argparse.Namespace) -> int:
 
 
 def _eval_depth(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.evaluate import run_depth_probe
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.fit3d.evaluate import run_depth_probe
 
     setup_threads(args)
     cfg = _eval_cfg(args)
@@ -126,7 +132,8 @@ def _eval_depth(args: argparse.Namespace) -> int:
 
 
 def _eval_seg(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.evaluate import run_seg_probe
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.fit3d.evaluate import run_seg_probe
 
     setup_threads(args)
     cfg = _eval_cfg(args)

@@ -2,7 +2,7 @@
 
 Design note: thin wrappers over `fit3d_ros.training` (imported inside the handlers so
 ``--help`` stays instant). DATA arguments are bags or dataset folders (see
-`training.seg_sources.detect_kind`). The 2D backbone is named like everywhere else
+`training.ditr.sources.detect_kind`). The 2D backbone is named like everywhere else
 (``--backbone dinov2_small``) and its weights must be chosen explicitly: ``--weights
 FILE``, ``--pretrained`` (download) or ``--random-init`` (a seeded random ViT — every
 result then says so). ``--json`` prints exactly one JSON object on stdout; progress
@@ -64,7 +64,9 @@ def _backbone_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _load(args: argparse.Namespace, paths: list[str]) -> list:
-    from fit3d_ros.training.seg_sources import LoadOptions, load_dataset
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.ditr.data import LoadOptions
+    from fit3d_ros.training.ditr.sources import load_dataset
 
     opts = LoadOptions(classes=args.classes, every=args.every, max_frames=args.max_frames,
                        rgbd_stride=args.rgbd_stride)
@@ -81,7 +83,8 @@ def _spec(args: argparse.Namespace):
 
 
 def _config(cls, args: argparse.Namespace):
-    from fit3d_ros.training.augment import AugmentConfig
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.ditr.augment import AugmentConfig
 
     cfg = cls.preset_named(args.config)
     over: dict[str, Any] = {"seed": args.seed}
@@ -105,8 +108,9 @@ def _check_output(args: argparse.Namespace, resume: bool = False) -> None:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.distill import run_distillation
-    from fit3d_ros.training.seg_config import DistillConfig
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.ditr.config import DistillConfig
+    from fit3d_ros.training.ditr.distill import run_distillation
 
     setup_threads(args)
     _check_output(args)
@@ -123,8 +127,9 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _train_seg(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.seg_config import SegTrainConfig
-    from fit3d_ros.training.train_seg import train_segmentation
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.training.ditr.config import SegTrainConfig
+    from fit3d_ros.training.ditr.train import train_segmentation
 
     setup_threads(args)
     _check_output(args, resume=args.resume)
@@ -153,10 +158,11 @@ def _train_seg(args: argparse.Namespace) -> int:
 
 
 def _eval_seg(args: argparse.Namespace) -> int:
-    from fit3d_ros.training.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from fit3d_ros.training.point_features import PointFeatureSource
-    from fit3d_ros.training.seg_eval import evaluate
-    from fit3d_ros.training.seg_metrics import write_confusion
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from fit3d_ros.pipeline.metrics import write_confusion
+    from fit3d_ros.training.ditr.evaluate import evaluate
+    from fit3d_ros.training.ditr.point_features import PointFeatureSource
 
     setup_threads(args)
     ckpt = load_checkpoint(args.checkpoint)

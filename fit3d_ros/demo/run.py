@@ -20,9 +20,16 @@ import numpy as np
 
 from fit3d_ros.logs.bag import BagWriter
 from fit3d_ros.logs.convert import CAMERA_INFO, IMAGE, POINTCLOUD2, BagOut
-from fit3d_ros.msgs import (cloud_to_pointcloud2, depth_to_image, model_to_camera_info,
-                            rosbags_types)
+from fit3d_ros.models import WeightsUnavailableError
+from fit3d_ros.models.backbone_spec import BackboneSpec
+from fit3d_ros.models.backbones import weights_source
+from fit3d_ros.models.classes import ClassMap, write_sidecar
+from fit3d_ros.msgs import cloud_to_pointcloud2, depth_to_image, model_to_camera_info, rosbags_types
+from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
 from fit3d_ros.threads import cpu_threads
+from fit3d_ros.training.ditr.config import SegTrainConfig
+from fit3d_ros.training.ditr.sources import load_dataset
+from fit3d_ros.training.ditr.train import train_segmentation
 
 from . import scene as S
 
@@ -33,15 +40,11 @@ T0_NS, PERIOD_NS = 1_700_000_000_000_000_000, 200_000_000
 
 
 def demo_classes():
-    from fit3d_ros.training.seg_classes import ClassMap
-
     return ClassMap(S.CLASSES, tuple(range(len(S.CLASSES))), S.PALETTE, name="demo_room")
 
 
 def write_scene_bag(path: Path, frames: range, cfg: S.SceneConfig) -> Path:
     """Render `frames` of the procedural scene into a bag (+ class sidecar)."""
-    from fit3d_ros.training.seg_classes import write_sidecar
-
     types, cam = rosbags_types(), S.camera_model(cfg)
     rng = np.random.default_rng(cfg.seed)
     with BagWriter(path, overwrite=True) as writer:
@@ -68,8 +71,6 @@ def write_scene_bag(path: Path, frames: range, cfg: S.SceneConfig) -> Path:
 def check_weights(name: str, weights: str | None) -> None:
     """Raise as `build_backbone` would when `name`'s weights are missing, without building
     the network (``WeightsUnavailableError`` offline, ``FileNotFoundError`` for a file)."""
-    from fit3d_ros.models.backbones import weights_source
-
     source = weights_source(name, weights=weights)[2]
     if weights is not None and not source.is_file():  # as models.weights.read_state_dict says
         raise FileNotFoundError(f"weights file not found: {source}")
@@ -79,7 +80,6 @@ def choose_backbone(name: str, weights: str | None, random_init: bool) -> tuple[
     """(random_init, note): pretrained when its weights are available, else random + warning."""
     if random_init:
         return True, f"RANDOM-INIT {name} (asked for): no pretrained weights"
-    from fit3d_ros.models import WeightsUnavailableError
 
     try:
         check_weights(name, weights)
@@ -95,12 +95,6 @@ def run_demo(out_dir: str | Path, *, backbone: str = "dinov2_small", weights: st
              random_init: bool = False, frames: int = 12, holdout: int = 4, steps: int = 150,
              token_budget: int = 256, progress: bool = True) -> dict[str, Any]:
     """The whole demo; returns the replay metrics plus the training summary."""
-    from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
-    from fit3d_ros.training.point_features import BackboneSpec
-    from fit3d_ros.training.seg_config import SegTrainConfig
-    from fit3d_ros.training.seg_sources import load_dataset
-    from fit3d_ros.training.train_seg import train_segmentation
-
     if not 0 < holdout < frames:
         raise ValueError(f"need 0 < holdout ({holdout}) < frames ({frames})")
     out = Path(out_dir)

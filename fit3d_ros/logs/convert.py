@@ -113,7 +113,7 @@ def kitti_to_bag(root: str | Path, out: str | Path, frames: Iterable[str | int] 
     """KITTI object folder -> bag: PointCloud2 (x, y, z, intensity) on /velodyne_points,
     rgb8 image 2 + CameraInfo (K = P2[:, :3]), static TF base_link -> velodyne ->
     camera_color_left_optical_frame. ``label_fn(frame)`` adds a per-point ``label`` field
-    (e.g. `fit3d_ros.training.box_labels`)."""
+    (e.g. `fit3d_ros.training.ditr.box_labels`)."""
     types = rosbags_types()
     n = 0
     with BagWriter(out, storage=storage, overwrite=overwrite, compress=compress) as w:

@@ -17,6 +17,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from fit3d_ros.models.backbone_spec import BackboneSpec
+from fit3d_ros.models.backbones import FINETUNED, build_backbone
+from fit3d_ros.models.fit3d import FiT3DConfig, FiT3DFeatures
+from fit3d_ros.msgs import numpy_to_image
 from fit3d_ros.sensors import CameraModel
 
 Mode = Literal["original", "finetuned", "concat"]
@@ -44,6 +48,15 @@ class FeatureConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
+    @classmethod
+    def from_spec(cls, spec: BackboneSpec, device: str | torch.device = "cpu"
+                  ) -> "FeatureConfig":
+        """The settings that compute the features a checkpoint's `spec` describes."""
+        return cls(backbone=spec.name, mode="concat" if spec.fit3d else "original",
+                   weights=spec.weights, finetuned_weights=spec.finetuned_weights,
+                   random_init=spec.random_init, seed=spec.seed,
+                   token_budget=spec.token_budget, device=str(device))
+
 
 @dataclass
 class FeatureResult:
@@ -56,16 +69,12 @@ class FeatureResult:
 
     def to_image(self, stamp_ns: int, frame_id: str, types) -> object:
         """``~/features`` message: sensor_msgs/Image ``32FC<C>``, one pixel per patch."""
-        from fit3d_ros.msgs import numpy_to_image
-
         feats = self.patch.permute(1, 2, 0).float().cpu().numpy()
         return numpy_to_image(feats, f"32FC{feats.shape[2]}", stamp_ns, frame_id, types)
 
 
 def build_feature_model(cfg: FeatureConfig) -> torch.nn.Module:
     """The backbone (or FiT3D pair) for `cfg`; raises WeightsUnavailableError offline."""
-    from fit3d_ros.models import FiT3DConfig, FiT3DFeatures, build_backbone
-
     dtype = DTYPES[cfg.dtype]
     pretrained = not cfg.random_init
     if cfg.mode == "concat":
@@ -73,7 +82,6 @@ def build_feature_model(cfg: FeatureConfig) -> torch.nn.Module:
             name=cfg.backbone, pretrained=pretrained, original_weights=cfg.weights,
             finetuned_weights=cfg.finetuned_weights, seed=cfg.seed, dtype=dtype))
     elif cfg.mode == "finetuned":
-        from fit3d_ros.models import FINETUNED
         name = cfg.backbone if cfg.backbone.endswith("_fine") else f"{cfg.backbone}_fine"
         if cfg.finetuned_weights is None and name not in FINETUNED and pretrained:
             raise ValueError(f"no released fine-tuned {cfg.backbone!r}: set finetuned_weights")

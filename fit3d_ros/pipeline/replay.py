@@ -20,15 +20,24 @@ import numpy as np
 
 from fit3d_ros.logs.bag import BagReader, BagWriter
 from fit3d_ros.logs.scene_io import replay as bag_replay
-from fit3d_ros.msgs import (ConversionError, camera_info_to_model, cloud_to_pointcloud2,
-                            image_to_rgb, numpy_to_image, pointcloud2_to_cloud, rosbags_types,
-                            stamp_to_ns)
+from fit3d_ros.msgs import (
+    ConversionError,
+    camera_info_to_model,
+    cloud_to_pointcloud2,
+    image_to_rgb,
+    numpy_to_image,
+    pointcloud2_to_cloud,
+    rosbags_types,
+    stamp_to_ns,
+)
 from fit3d_ros.sensors import PointCloud
 from fit3d_ros.sensors.sync import ApproximateTimeSynchronizer
 from fit3d_ros.sensors.tf_buffer import TransformError
 
 from .features import FeatureConfig, FeatureExtractor, PCAPreview
 from .latency import LatencyStats
+from .metrics import SegEvaluator
+from .report import write_report
 from .segmenter import Segmenter, ViewInput, labelled_cloud
 from .shared import SharedResults
 
@@ -198,8 +207,6 @@ class _Run:
     def _score(self, cloud: PointCloud, result) -> None:
         if cloud.label is None or self.segmenter.ckpt.classes is None:
             return
-        from fit3d_ros.training.seg_metrics import SegEvaluator
-
         classes = self.segmenter.ckpt.classes
         if self.evaluator is None:
             self.evaluator = SegEvaluator(list(classes.names))
@@ -267,8 +274,6 @@ class _Run:
 def replay_bag(path: str | Path, out_dir: str | Path, cfg: ReplayConfig | None = None,
                progress: bool = False) -> dict[str, Any]:
     """Run the pipeline over a bag; writes outputs.mcap, metrics.json, report.html."""
-    from .report import write_report
-
     cfg = cfg or ReplayConfig()
     path, out = Path(path), Path(out_dir)
     if cfg.checkpoint is None and cfg.features is None:

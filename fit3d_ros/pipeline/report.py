@@ -3,7 +3,7 @@
 Design note: figures are drawn with numpy + Pillow (no plotting stack): feature
 previews are upscaled PCA images; labelled clouds are rasterised top-down (x forward up,
 y left) with the class palette, nearest-to-sky point winning per pixel; the confusion
-matrix comes from `training.seg_metrics.write_confusion`.
+matrix comes from `pipeline.metrics.write_confusion`.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 from fit3d_ros.sensors import PointCloud
+
+from .metrics import write_confusion
 
 
 def bev_image(cloud: PointCloud, colors: np.ndarray, size: int = 600,
@@ -64,8 +66,6 @@ def write_report(out: Path, metrics: dict[str, Any], previews: dict[str, list[np
             figs.append((f"Labelled cloud from above ({tag} frame, {len(cloud)} points)",
                          _save(bev_image(cloud, colors), out / f"bev_{tag}.png")))
     if evaluator is not None:
-        from fit3d_ros.training.seg_metrics import write_confusion
-
         _, png = write_confusion(evaluator.total, evaluator.class_names, out)
         figs.append(("Confusion matrix (rows: ground truth, row-normalised)", png.name))
     rows = []

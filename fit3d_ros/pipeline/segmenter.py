@@ -1,8 +1,8 @@
 """Segmenter: point cloud (+ camera images) → per-point labels with a trained checkpoint.
 
-Design note: the runtime twin of `training.seg_eval.predict`, shared by the
+Design note: the runtime twin of `training.ditr.evaluate.predict`, shared by the
 segmentation node and replay so both produce identical labels. It loads one checkpoint
-(`training.checkpoint`: U-Net config + weights + class map + preprocessing) and runs in
+(`models.checkpoint`: U-Net config + weights + class map + preprocessing) and runs in
 the checkpoint's mode: DITR (2D features injected; needs cameras, points no camera sees
 get zero features as in training), or image-free (D-DITR-initialised or 3D-only
 networks; images ignored). 2D features come from a `FeatureExtractor` built from the
@@ -19,6 +19,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from fit3d_ros.models.checkpoint import build_model_from_checkpoint, load_checkpoint
+from fit3d_ros.models.mapping import VIEW_CHOICES, point_features_from_maps
+from fit3d_ros.models.preprocess import centered, input_features
 from fit3d_ros.sensors import CameraModel, PointCloud
 from fit3d_ros.threads import cpu_threads
 
@@ -50,9 +53,6 @@ class Segmenter:
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", view: str = "center"
                  ) -> None:
-        from fit3d_ros.models.mapping import VIEW_CHOICES
-        from fit3d_ros.training.checkpoint import build_model_from_checkpoint, load_checkpoint
-
         if view not in VIEW_CHOICES:  # before the (slow) checkpoint load
             raise ValueError(f"view must be one of {VIEW_CHOICES}, got {view!r}")
         self.ckpt = load_checkpoint(checkpoint, map_location=device)
@@ -82,7 +82,7 @@ class Segmenter:
         """The 2D feature settings this checkpoint was trained with."""
         if self.pre.backbone is None:
             raise ValueError("this checkpoint has no 2D backbone (image-free model)")
-        return self.pre.backbone.feature_config(device)
+        return FeatureConfig.from_spec(self.pre.backbone, device)
 
     def share_features(self, feature_fn: Callable[[ViewInput], FeatureResult]) -> None:
         """Take 2D features from `feature_fn` (e.g. a per-image cache) instead of running
@@ -95,15 +95,10 @@ class Segmenter:
         return self.extractor(view.rgb, view.camera)
 
     def _input_features(self, cloud: PointCloud, xyz_c: np.ndarray) -> np.ndarray:
-        from fit3d_ros.training.seg_data import Sample, input_features
-
-        sample = Sample("runtime", cloud.xyz, intensity=cloud.intensity, rgb=cloud.rgb)
-        return input_features(sample, self.pre.input_features, xyz=xyz_c)
+        return input_features(cloud, self.pre.input_features, xyz=xyz_c)
 
     def _point_2d(self, xyz: np.ndarray, views: Sequence[ViewInput]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        from fit3d_ros.models.mapping import point_features_from_maps
-
         dim = int(self.ckpt.model_config.feat_2d_dim)
         if not views:  # zero features, no latency samples
             return point_features_from_maps(xyz, [], [], [], 0, dim=dim)
@@ -124,8 +119,6 @@ class Segmenter:
     @torch.inference_mode()
     def __call__(self, cloud: PointCloud, views: Sequence[ViewInput] = (),
                  with_features: bool = False) -> SegmentationResult:
-        from fit3d_ros.training.seg_data import centered
-
         kept = np.all(np.isfinite(cloud.xyz), axis=1)
         cloud = cloud.select(kept) if not kept.all() else cloud
         if len(cloud) == 0:

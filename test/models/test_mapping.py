@@ -56,7 +56,13 @@ def test_kitti_projection_matches_calibration_formula(shared_data):
     uv_ref = x[:, :2] / x[:, 2:3]
     ref_vis = (x[:, 2] > 0) & (uv_ref[:, 0] >= 0) & (uv_ref[:, 0] < cam.width) & \
         (uv_ref[:, 1] >= 0) & (uv_ref[:, 1] < cam.height)
-    assert np.array_equal(vis, ref_vis)
+    # two differently ordered float chains: a point within rounding of a border may flip
+    m = 1e-3
+    edge = ((np.abs(x[:, 2]) < 1e-6) | (np.abs(uv_ref[:, 0]) < m)
+            | (np.abs(uv_ref[:, 0] - cam.width) < m) | (np.abs(uv_ref[:, 1]) < m)
+            | (np.abs(uv_ref[:, 1] - cam.height) < m))
+    assert edge.sum() < 10
+    assert np.array_equal(vis[~edge], ref_vis[~edge])
     np.testing.assert_allclose(proj.uv[vis, 0], uv_ref[vis], atol=1e-3)
     u, v = proj.uv[vis, 0, 0], proj.uv[vis, 0, 1]
     assert u.min() >= 0 and u.max() < cam.width and v.min() >= 0 and v.max() < cam.height

@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from fit3d_ros.models import SpUNet, SpUNetConfig
-from fit3d_ros.training.checkpoint import Checkpoint, Preprocessing, save_checkpoint
-from fit3d_ros.training.point_features import BackboneSpec
-from fit3d_ros.training.seg_classes import semantickitti_classes
+from fit3d_ros.models.backbone_spec import BackboneSpec
+from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
+from fit3d_ros.models.classes import semantickitti_classes
 
 
 def tiny_checkpoint(path: Path, inject: bool = True,

@@ -1,4 +1,4 @@
-"""Segmenter equals the training-side predictor (`seg_eval.predict`) on real data."""
+"""Segmenter equals the training-side predictor (`training.ditr.evaluate.predict`) on real data."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from fit3d_ros.models import SpUNet, SpUNetConfig
+from fit3d_ros.models.backbone_spec import BackboneSpec
+from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
+from fit3d_ros.models.classes import semantickitti_classes
 from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
 from fit3d_ros.sensors import PointCloud
-from fit3d_ros.training.checkpoint import Checkpoint, Preprocessing, save_checkpoint
-from fit3d_ros.training.point_features import BackboneSpec, PointFeatureSource
-from fit3d_ros.training.seg_classes import semantickitti_classes
-from fit3d_ros.training.seg_data import CameraView, Sample
-from fit3d_ros.training.seg_eval import predict
+from fit3d_ros.training.ditr.data import CameraView, Sample
+from fit3d_ros.training.ditr.evaluate import predict
+from fit3d_ros.training.ditr.point_features import PointFeatureSource
 
 
 def _checkpoint(path, inject: bool, features=("xyz", "intensity")) -> Checkpoint:
