@@ -6,8 +6,15 @@ import math
 import numpy as np
 import torch
 
-from fit3d_ros.kernels.projection import (ALPHA_MIN, EPS2D, covariance_3d, eval_sh,
-                                          project_gaussians, quat_to_rotmat)
+from fit3d_ros.kernels import projection
+from fit3d_ros.kernels.projection import (
+    ALPHA_MIN,
+    EPS2D,
+    covariance_3d,
+    eval_sh,
+    project_gaussians,
+    quat_to_rotmat,
+)
 from fit3d_ros.sensors.transforms import quat_to_matrix
 
 K = torch.tensor([[50.0, 0.0, 32.0], [0.0, 55.0, 24.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
@@ -89,7 +96,6 @@ def test_jacobian_is_clamped_outside_1_3x_field_of_view():
     lim = (W - cx) / fx + 0.3 * 0.5 * W / fx
     J = np.array([[fx / z, 0, -fx * lim / z], [0, float(K[1, 1]) / z, 0.0]])
     cov = J @ (s * s * np.eye(3)) @ J.T + EPS2D * np.eye(2)
-    from fit3d_ros.kernels import projection
     _, xx, xy, yy = projection._project_2d(
         means, (scales[:, :, None] * torch.eye(3, dtype=torch.float64)), K, W, H)
     np.testing.assert_allclose([xx.item() + EPS2D, xy.item(), yy.item() + EPS2D],

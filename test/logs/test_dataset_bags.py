@@ -9,6 +9,7 @@ algorithm independent of the SVD the code uses.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,25 @@ import pytest
 from PIL import Image
 
 from fit3d_ros.logs.bag import BagReader
-from fit3d_ros.logs.convert import (KITTI_TOPICS, NUSCENES_LIDAR_TOPIC, RGBD_TOPICS,
-                                    kitti_to_bag, nuscenes_to_bag, nuscenes_topics,
-                                    rgbd_to_bag, semantickitti_to_bag)
-from fit3d_ros.logs.scene_io import (read_camera_frames, read_clouds, read_rgbd_frames,
-                                     read_rgbd_pairs, read_transform_buffer, replay)
+from fit3d_ros.logs.convert import (
+    KITTI_TOPICS,
+    NUSCENES_LIDAR_TOPIC,
+    RGBD_TOPICS,
+    kitti_to_bag,
+    nuscenes_to_bag,
+    nuscenes_topics,
+    rgbd_to_bag,
+    semantickitti_to_bag,
+)
+from fit3d_ros.logs.datasets import read_nuscenes
+from fit3d_ros.logs.scene_io import (
+    read_camera_frames,
+    read_clouds,
+    read_rgbd_frames,
+    read_rgbd_pairs,
+    read_transform_buffer,
+    replay,
+)
 from fit3d_ros.msgs import camera_info_to_model, image_to_numpy, pointcloud2_to_numpy
 
 T0 = 1_700_000_000 * 10 ** 9
@@ -239,8 +254,6 @@ def test_semantickitti_round_trip(shared_data, bags):
 def test_nuscenes_reader_camera_poses(shared_data):
     """Camera poses at their own stamps reproduce the sample's motion-compensated
     lidar2cam through the lidar-time ego pose (ego2global · lidar2ego)."""
-    from fit3d_ros.logs.datasets import read_nuscenes
-
     meta = json.loads((shared_data / "nuscenes/sample.json").read_text())
     sample = read_nuscenes(shared_data / "nuscenes")
     lidar_to_map = np.asarray(meta["ego2global"]) @ np.asarray(meta["lidar"]["lidar2ego"])
@@ -255,8 +268,6 @@ def test_nuscenes_reader_camera_poses(shared_data):
 def test_rgbd_frame_without_pose_reads_back_with_pose_none(shared_data, tmp_path):
     """A frame recorded without a pose (inf in the pose file) has no /tf; reading the bag
     back keeps the frame with pose None instead of failing the whole read."""
-    import shutil
-
     src = shared_data / "rgbd" / "7scenes"
     scene = tmp_path / "scene"
     scene.mkdir()

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from fit3d_ros.models import (BACKBONES, TINY_TEST, WeightsUnavailableError, build_backbone,
-                              input_size)
+from fit3d_ros.compat import import_timm
+from fit3d_ros.models import (
+    BACKBONES,
+    TINY_TEST,
+    WeightsUnavailableError,
+    build_backbone,
+    input_size,
+)
 from fit3d_ros.models.backbones import weights_source
 
 # family -> (expected patch size, expected normalisation mean), from the models' papers
@@ -130,7 +136,6 @@ def test_weights_source_without_hub(tmp_path):
 
 
 def test_short_names_are_timm_models():
-    from fit3d_ros.compat import import_timm
     timm = import_timm()
     for timm_name in BACKBONES.values():
         assert timm.is_model(timm_name.split(".")[0]), timm_name

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fit3d_ros.models import gather_point_features, project_points
 from fit3d_ros.sensors import CameraModel, Transform
@@ -29,7 +30,6 @@ def kitti_frame(root: Path, idx: str = "000000"):
     R0[:3, :3] = calib["R0_rect"].reshape(3, 3)
     Tr = np.vstack([calib["Tr_velo_to_cam"].reshape(3, 4), [0, 0, 0, 1]])
     pts = np.fromfile(root / "kitti/object/velodyne" / f"{idx}.bin", dtype=np.float32)
-    from PIL import Image
     w, h = Image.open(root / "kitti/object/image_2" / f"{idx}.png").size
     K = P2[:, :3]
     offset = np.eye(4)
@@ -144,7 +144,6 @@ def test_view_choices_on_overlaps(shared_data):
 
 
 def _seven_scenes(root: Path, frame: int):
-    from PIL import Image
     base = root / "rgbd/7scenes" / f"frame-{frame:06d}"
     depth = np.asarray(Image.open(f"{base}.depth.png"), dtype=np.float32) / 1000.0
     depth[depth >= 65.0] = 0.0  # 65535 = invalid in 7-Scenes

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fit3d_ros.cli.main import main
 from fit3d_ros.cli.overlay import draw_points, jet
+from fit3d_ros.logs.convert import kitti_to_bag, nuscenes_to_bag, semantickitti_to_bag
 
 
 @pytest.fixture(scope="module")
 def kitti_bag(shared_data, tmp_path_factory) -> Path:
-    from fit3d_ros.logs.convert import kitti_to_bag
     out = tmp_path_factory.mktemp("bags") / "kitti.mcap"
     kitti_to_bag(shared_data / "kitti/object", out)
     return out
@@ -21,7 +22,6 @@ def kitti_bag(shared_data, tmp_path_factory) -> Path:
 
 def _kitti_reference(root: Path, idx: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Velodyne points and their pixels by the KITTI devkit formula P2·R0·Tr·x, visible mask."""
-    from PIL import Image
     calib = {}
     for line in (root / "kitti/object/calib" / f"{idx}.txt").read_text().splitlines():
         if ":" in line:
@@ -50,7 +50,6 @@ def test_kitti_overlay_matches_devkit_projection(kitti_bag, shared_data, tmp_pat
     assert summary["per_camera"]["/camera/color/image_raw"] == pytest.approx(seen / n, abs=1e-4)
     assert len(summary["images"]) == 2 and not summary["skipped"]
     # the PNG differs from the camera image only around the projected points
-    from PIL import Image
     uv, vis, (w, h) = refs[0]
     png = np.asarray(Image.open(summary["images"][0]))
     original = np.asarray(Image.open(shared_data / "kitti/object/image_2/000000.png").convert("RGB"))
@@ -66,7 +65,6 @@ def test_kitti_overlay_matches_devkit_projection(kitti_bag, shared_data, tmp_pat
 
 
 def test_nuscenes_overlay_six_cameras(shared_data, tmp_path, capsys):
-    from fit3d_ros.logs.convert import nuscenes_to_bag
     bag = tmp_path / "nusc.mcap"
     nuscenes_to_bag(shared_data / "nuscenes", bag)
     assert main(["overlay", str(bag), "--out", str(tmp_path / "ov"), "--json"]) == 0
@@ -97,7 +95,6 @@ def test_text_output_and_errors(kitti_bag, shared_data, tmp_path, capsys):
     assert main(["overlay", str(kitti_bag), "--cloud-topic", "/nope", "--out",
                  str(tmp_path / "c")]) == 2
     assert "/velodyne_points" in capsys.readouterr().err
-    from fit3d_ros.logs.convert import semantickitti_to_bag
     bare = tmp_path / "sk.mcap"
     semantickitti_to_bag(shared_data / "semantickitti", bare)
     assert main(["overlay", str(bare), "--out", str(tmp_path / "d")]) == 2

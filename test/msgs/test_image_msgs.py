@@ -3,10 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from fit3d_ros.msgs import (ConversionError, depth_to_image, image_to_depth, image_to_numpy,
-                            image_to_rgb, numpy_to_image, rosbags_types,
-                            rosbags_typestore)
+from fit3d_ros.msgs import (
+    ConversionError,
+    depth_to_image,
+    image_to_depth,
+    image_to_numpy,
+    image_to_rgb,
+    numpy_to_image,
+    rosbags_types,
+    rosbags_typestore,
+)
 
 RB = rosbags_types()
 
@@ -129,8 +137,6 @@ def test_size_and_step_mismatch(types):
 
 
 def test_real_7scenes_frame_round_trips(shared_data, types):
-    from PIL import Image
-
     root = shared_data / "rgbd/7scenes"
     rgb = np.asarray(Image.open(root / "frame-000000.color.jpg").convert("RGB"))
     depth_mm = np.asarray(Image.open(root / "frame-000000.depth.png")).astype(np.uint16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor, PCAPreview
 from fit3d_ros.sensors import CameraModel
@@ -11,7 +12,6 @@ from fit3d_ros.sensors import CameraModel
 
 @pytest.fixture(scope="module")
 def real_rgb(shared_data) -> np.ndarray:
-    from PIL import Image
     path = shared_data / "rgbd" / "7scenes" / "frame-000000.color.jpg"
     return np.asarray(Image.open(path).convert("RGB"))
 

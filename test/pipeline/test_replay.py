@@ -11,11 +11,10 @@ from fit3d_ros.logs.bag import BagReader, BagWriter
 from fit3d_ros.logs.convert import kitti_to_bag, semantickitti_to_bag
 from fit3d_ros.logs.datasets import read_kitti_object
 from fit3d_ros.logs.lidar_datasets import read_semantickitti
-from fit3d_ros.msgs import image_to_numpy, pointcloud2_to_cloud
+from fit3d_ros.msgs import image_to_numpy, numpy_to_image, pointcloud2_to_cloud, rosbags_types
 from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor
 from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
 from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
-
 from nodes.fixtures import tiny_checkpoint
 
 
@@ -71,8 +70,6 @@ def test_replay_semantickitti_scores_labels(shared_data, tmp_path):
 
 def test_replay_counts_bad_messages_and_needs_work(shared_data, tmp_path):
     """A corrupt image is counted and skipped; the other frames are still processed."""
-    from fit3d_ros.msgs import numpy_to_image, rosbags_types
-
     with pytest.raises(ValueError, match="nothing to do"):
         replay_bag(tmp_path / "x.mcap", tmp_path / "out", ReplayConfig())
     types = rosbags_types()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from fit3d_ros.logs.datasets import read_kitti_object
 from fit3d_ros.models import SpUNet, SpUNetConfig
 from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
@@ -32,8 +33,6 @@ def _checkpoint(path, inject: bool, features=("xyz", "intensity")) -> Checkpoint
 
 @pytest.fixture(scope="module")
 def kitti(shared_data):
-    from fit3d_ros.logs.datasets import read_kitti_object
-
     frame = next(iter(read_kitti_object(shared_data / "kitti" / "object", frames=["000000"])))
     frame.cloud = frame.cloud.select(slice(0, None, 4))  # ~30k points keep the test quick
     return frame

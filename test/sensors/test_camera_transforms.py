@@ -5,8 +5,16 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from fit3d_ros.sensors import CameraModel, Transform, matrix_to_quat, quat_to_matrix, slerp
+from fit3d_ros.sensors import (
+    CameraModel,
+    PointCloud,
+    Transform,
+    matrix_to_quat,
+    quat_to_matrix,
+    slerp,
+)
 
 K7 = [[585.0, 0, 320.0], [0, 585.0, 240.0], [0, 0, 1]]  # 7-Scenes depth camera
 
@@ -36,8 +44,6 @@ def test_project_with_plumb_bob_distortion_by_hand():
 
 
 def test_backproject_round_trip_on_real_depth(shared_data):
-    from PIL import Image
-
     depth = np.asarray(Image.open(shared_data / "rgbd/7scenes/frame-000000.depth.png"))
     depth_m = np.where(depth == 65535, 0, depth).astype(np.float32) / 1000.0
     cam = CameraModel(K=K7, width=640, height=480)
@@ -137,8 +143,6 @@ def test_rational_and_equidistant_distortion_by_hand():
 
 
 def test_empty_cloud_keeps_column_widths():
-    from fit3d_ros.sensors import PointCloud
-
     cloud = PointCloud(0, "v", np.full((2, 3), np.nan), feature=np.ones((2, 4)),
                        label=[1, 2]).finite()
     assert len(cloud) == 0 and cloud.feature.shape == (0, 4) and cloud.label.shape == (0,)

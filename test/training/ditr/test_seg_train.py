@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fit3d_ros.training.ditr.train as train_seg_module
+from fit3d_ros.models import SpUNet
 from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.models.checkpoint import (
     Checkpoint,
@@ -83,8 +84,6 @@ def test_resume_reproduces_uninterrupted_run(scan, tmp_path, monkeypatch, one_th
 
 
 def test_ddtr_init_keeps_backbone(scan, tmp_path, one_thread):
-    from fit3d_ros.models import SpUNet
-
     torch.manual_seed(3)
     pre_cfg = SegTrainConfig.tiny().unet(in_channels=3, num_classes=None, distill_dim=48)
     pre = SpUNet(pre_cfg)

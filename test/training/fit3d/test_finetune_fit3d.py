@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from fit3d_ros.compat import import_timm
 from fit3d_ros.models import build_backbone
@@ -15,6 +17,7 @@ from fit3d_ros.training.fit3d.config import FinetuneConfig
 from fit3d_ros.training.fit3d.finetune import LoRALinear, epoch_order, finetune
 from fit3d_ros.training.fit3d.gaussians import GaussianModel
 from fit3d_ros.training.fit3d.scene_file import FeatureScene, make_decoder, save_scene_file
+from fit3d_ros.training.resume import checkpoint_path
 
 SPEC = BackboneSpec(name="vit_tiny_test", random_init=True)
 
@@ -74,8 +77,6 @@ def test_finetune_output_loads_into_wrapper_and_timm(tmp_path):
     timm = import_timm()
     plain = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0,
                               dynamic_img_size=True, depth=2, embed_dim=48, num_heads=2)
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     plain.load_state_dict(load_file(str(out)), strict=True)
     with safe_open(str(out), "pt") as f:
         meta = json.loads(f.metadata()["fit3d_ros"])
@@ -102,10 +103,6 @@ def test_backbone_width_mismatch_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("lora_rank", [None, 2])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, lora_rank):
-    from safetensors.torch import load_file
-
-    from fit3d_ros.training.resume import checkpoint_path
-
     scene = _scene_file(tmp_path / "s.pt", views=4)
     cfg = FinetuneConfig.tiny(epochs=3, lr=1e-3, token_budget=12, batch_size=1,
                               save_every=2, lora_rank=lora_rank)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fit3d_ros.cli.main import main
+from fit3d_ros.logs.convert import rgbd_to_bag
 from fit3d_ros.threads import cpu_threads
 from fit3d_ros.training.fit3d.scenes import load_scene, parse_frames, split_indices
 
@@ -22,7 +23,6 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def bag(shared_data, tmp_path_factory):
-    from fit3d_ros.logs.convert import rgbd_to_bag
     out = tmp_path_factory.mktemp("bag") / "7scenes.mcap"
     rgbd_to_bag(shared_data / "rgbd" / "7scenes", out, fmt="7scenes", every=20)
     return out

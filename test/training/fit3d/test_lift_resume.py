@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fit3d_ros.kernels import rasterize_gaussians
 from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.threads import cpu_threads
 from fit3d_ros.training.fit3d.config import LiftConfig
@@ -56,7 +57,6 @@ def test_scene_file_round_trip(full_run, scene):
     assert fs.meta["source"] == scene.source and fs.size == (64, 48)
     # F_high of the stored scene = decoder(render) recomputed by hand from the raw tensors
     g = raw["gaussians"]
-    from fit3d_ros.kernels import rasterize_gaussians
     o = rasterize_gaussians(g["means"], g["quats"], g["log_scales"].exp(),
                             torch.sigmoid(g["opacity_logits"]), torch.cat([g["sh_dc"],
                             g["sh_rest"]], 1), g["features"], raw["views"]["viewmats"][0],
