@@ -8,7 +8,9 @@ Points seen by several cameras use one view: ``random`` (seeded; the paper's def
 no camera sees get an all-zero feature. Our addition: an optional depth-consistency
 test that drops points lying behind the surface a depth image measured (occlusion,
 e.g. LiDAR points behind a wall seen from an offset camera). Everything is vectorised
-numpy over (N, K); the gather is one torch index into the stacked feature maps.
+numpy over (N, K); the gather is one torch index into the stacked feature maps. These
+numpy functions are the reference; `point_features_from_maps` (runtime and training)
+runs the same mapping on the points' device (`models.mapping_device`).
 Cameras must describe the image the ViT saw (use ``CameraModel.scaled`` after resizing).
 """
 from __future__ import annotations
@@ -21,8 +23,9 @@ import torch
 
 from fit3d_ros.sensors import CameraModel, Transform
 
+from .mapping_device import VIEW_CHOICES, map_point_features
+
 ViewChoice = Literal["random", "center", "first"]
-VIEW_CHOICES = ("random", "center", "first")
 
 
 @dataclass
@@ -187,14 +190,14 @@ def point_features_from_maps(points: np.ndarray | torch.Tensor,
 
     `maps[k]` is camera k's (C, h_k, w_k) patch map (sizes may differ: they are
     zero-padded into one stack), `cameras[k]` the camera scaled to the ViT input and
-    `transforms[k]` its camera-from-points transform. Without cameras every point gets
-    a zero feature of width `dim` and ``visible=False``.
+    `transforms[k]` its camera-from-points transform. Runs on the device of `points`
+    (a tensor; numpy arrays run on the CPU) through `models.mapping_device`, with the
+    same result as `project_points` + `gather_point_features`. Without cameras every
+    point gets a zero feature of width `dim` and ``visible=False``.
     """
+    pts = torch.as_tensor(points)
     if not maps:
-        return torch.zeros(len(points), dim), torch.zeros(len(points), dtype=torch.bool)
-    h, w = max(m.shape[1] for m in maps), max(m.shape[2] for m in maps)
-    stacked = torch.zeros(len(maps), maps[0].shape[0], h, w)
-    for k, m in enumerate(maps):  # loop over cameras only (sizes may differ)
-        stacked[k, :, :m.shape[1], :m.shape[2]] = m
-    proj = project_points(points, list(cameras), list(transforms), patch_size)
-    return gather_point_features(proj, stacked, view=view, seed=seed)
+        return (torch.zeros(len(pts), dim, device=pts.device),
+                torch.zeros(len(pts), dtype=torch.bool, device=pts.device))
+    return map_point_features(pts, maps, list(cameras), list(transforms), patch_size,
+                              view=view, seed=seed)

@@ -94,8 +94,11 @@ class SpUNet(nn.Module):
         norm = norm_factory(cfg.num_datasets, cfg.bn_eps, cfg.bn_momentum)
         S, ch, ly = cfg.num_stages, cfg.channels, cfg.layers
         self.stem = spconv.SparseSequential(
+            # 125 offsets: spconv picks implicit GEMM only up to 32 unless asked (CUDA
+            # builds; CPU builds stay Native, weights are KRSC either way)
             spconv.SubMConv3d(cfg.in_channels, cfg.base_channels, 5, padding=1, bias=False,
-                              indice_key="stem"), norm(cfg.base_channels), nn.ReLU())
+                              indice_key="stem", large_kernel_fast_algo=True),
+            norm(cfg.base_channels), nn.ReLU())
         self.down, self.enc = nn.ModuleList(), nn.ModuleList()
         self.up, self.dec, self.inject = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         enc_ch, dec_ch = cfg.base_channels, ch[-1]
@@ -166,8 +169,9 @@ class SpUNet(nn.Module):
             raise ValueError("feat_2d given but the network was built with inject_2d=False")
         self._set_dataset(dataset)
         dev = features.device
-        vox = voxelize(points, cfg.voxel_size, batch=batch, pick=cfg.pick)
-        vox.inverse, vox.index = vox.inverse.to(dev), vox.index.to(dev)
+        vox = voxelize(torch.as_tensor(points).to(dev), cfg.voxel_size,  # on the device
+                       batch=None if batch is None else torch.as_tensor(batch).to(dev),
+                       pick=cfg.pick)
         x = spconv.SparseConvTensor(vox.reduce(features, "mean"), vox.spconv_indices().to(dev),
                                     vox.spatial_shape(multiple=2 ** cfg.num_stages),
                                     vox.batch_size)

@@ -1,9 +1,10 @@
 """Voxelisation (grid sampling) on torch: one entry per occupied voxel and the inverse map.
 
 Design note: the sparse U-Net sees one point per voxel (Pointcept's grid sampling) and
-its per-voxel outputs are mapped back to all N input points through ``inverse``. Voxel
-keys are packed into one int64 and deduplicated with ``torch.unique`` (sorted, so the
-voxel order does not depend on the point order); per-voxel reductions use
+its per-voxel outputs are mapped back to all N input points through ``inverse``. It runs on
+the points' device (float64 coordinates: N x 3 elementwise work, cheap anywhere, and
+the keys stay those of the CPU reference); voxel keys are packed into one int64 and
+deduplicated with ``torch.unique`` (sorted, so the voxel order does not depend on the point order); per-voxel reductions use
 ``Tensor.scatter_reduce`` (replacing torch-scatter). The representative point of a voxel
 is the first, a seeded random one, or the one nearest the voxel centre.
 """
@@ -87,54 +88,63 @@ class Voxelization:
 
 def _first_of_min(score: torch.Tensor, inverse: torch.Tensor, m: int) -> torch.Tensor:
     """Per voxel, the lowest point index among points with the voxel's minimal score."""
-    n = score.shape[0]
-    best = torch.full((m,), torch.inf, dtype=score.dtype).scatter_reduce(
+    n, dev = score.shape[0], score.device
+    best = torch.full((m,), torch.inf, dtype=score.dtype, device=dev).scatter_reduce(
         0, inverse, score, "amin", include_self=True)
     is_best = score == best[inverse]
-    arange = torch.arange(n)
+    arange = torch.arange(n, device=dev)
     cand = torch.where(is_best, arange, torch.full_like(arange, n))
-    return torch.full((m,), n, dtype=torch.long).scatter_reduce(0, inverse, cand, "amin")
+    return torch.full((m,), n, dtype=torch.long, device=dev).scatter_reduce(
+        0, inverse, cand, "amin")
 
 
 def voxelize(points: torch.Tensor | np.ndarray, voxel_size: float, *,
              batch: torch.Tensor | np.ndarray | None = None, pick: Pick = "center",
              seed: int = 0) -> Voxelization:
     """Grid-sample points (N, 3) at `voxel_size`; `batch` (N,) gives sample ids."""
-    p = torch.as_tensor(points).detach().cpu()
+    p = torch.as_tensor(points).detach()
     if p.ndim != 2 or p.shape[1] != 3 or p.shape[0] == 0:
         raise ValueError(f"points must be a non-empty (N, 3) array, got {tuple(p.shape)}")
-    if not torch.isfinite(p).all():
-        raise ValueError("points contain NaN or inf (drop them first, e.g. PointCloud.finite())")
     if not voxel_size > 0:
         raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
-    p = p.double()
-    n = p.shape[0]
-    b = torch.zeros(n, dtype=torch.long) if batch is None else torch.as_tensor(batch).long().cpu()
-    if b.shape != (n,) or (b < 0).any():
+    p = p.to(torch.float64)  # N x 3 elementwise: cheap on any device, keys exact
+    dev, n = p.device, p.shape[0]
+    b = (torch.zeros(n, dtype=torch.long, device=dev) if batch is None
+         else torch.as_tensor(batch).to(dev, torch.long))
+    if b.shape != (n,):
         raise ValueError(f"batch must be (N,) non-negative ints, got {tuple(b.shape)}")
     cell = torch.floor(p / voxel_size).long()
     low = cell.min(dim=0).values
     grid = cell - low
-    ext = grid.max(dim=0).values + 1
-    if float(ext.double().prod()) * (int(b.max()) + 1) >= 2 ** 62:
-        raise ValueError(f"grid of {ext.tolist()} voxels is too large; raise voxel_size")
-    key = ((b * ext[0] + grid[:, 0]) * ext[1] + grid[:, 1]) * ext[2] + grid[:, 2]
+    # one host read for every check: finiteness, batch sign, grid extent
+    stats = torch.cat([torch.isfinite(p).all()[None].long(), b.min()[None], b.max()[None],
+                       grid.max(dim=0).values + 1]).tolist()
+    finite, bmin, bmax, ext = stats[0], stats[1], stats[2], stats[3:]
+    if not finite:
+        raise ValueError("points contain NaN or inf (drop them first, e.g. PointCloud.finite())")
+    if bmin < 0:
+        raise ValueError(f"batch must be (N,) non-negative ints, got {tuple(b.shape)}")
+    if float(np.prod(np.asarray(ext, dtype=np.float64))) * (bmax + 1) >= 2 ** 62:
+        raise ValueError(f"grid of {ext} voxels is too large; raise voxel_size")
+    ex, ey, ez = ext
+    key = ((b * ex + grid[:, 0]) * ey + grid[:, 1]) * ez + grid[:, 2]  # packed 1-D key
     uniq, inverse, counts = torch.unique(key, sorted=True, return_inverse=True, return_counts=True)
     m = uniq.shape[0]
-    z = uniq % ext[2]
-    y = (uniq // ext[2]) % ext[1]
-    x = (uniq // (ext[2] * ext[1])) % ext[0]
-    vb = uniq // (ext[2] * ext[1] * ext[0])
+    z = uniq % ez
+    y = (uniq // ez) % ey
+    x = (uniq // (ez * ey)) % ex
+    vb = uniq // (ez * ey * ex)
     coords = torch.stack([x, y, z], dim=1)
     if pick == "first":
-        score = torch.zeros(n, dtype=torch.float64)
+        score = torch.zeros(n, dtype=p.dtype, device=dev)
     elif pick == "random":
-        score = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        score = torch.rand(n, generator=torch.Generator().manual_seed(seed),
+                           dtype=torch.float64).to(dev, p.dtype)
     elif pick == "center":
-        centre = (cell.double() + 0.5) * voxel_size
+        centre = (cell.to(p.dtype) + 0.5) * voxel_size
         score = ((p - centre) ** 2).sum(dim=1)
     else:
         raise ValueError(f"pick must be 'first', 'random' or 'center', got {pick!r}")
     index = _first_of_min(score, inverse, m)
-    origin = low.double() * voxel_size
+    origin = low.double() * voxel_size  # (3,) on the points' device
     return Voxelization(coords, vb, inverse, index, counts, origin, float(voxel_size))

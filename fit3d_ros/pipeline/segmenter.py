@@ -26,7 +26,7 @@ from fit3d_ros.sensors import CameraModel, PointCloud
 from fit3d_ros.threads import cpu_threads
 
 from .features import FeatureConfig, FeatureExtractor, FeatureResult
-from .latency import LatencyStats
+from .latency import LatencyStats, device_sync
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Segmenter:
         self.view = view
         self.pre = self.ckpt.preprocessing
         self.inject = bool(self.ckpt.model_config.inject_2d)
-        self.latency = LatencyStats()
+        self.latency = LatencyStats(sync=device_sync(self.device))  # true per-stage GPU time
         self.extractor: FeatureExtractor | None = None
         self._feature_fn: Callable[[ViewInput], FeatureResult] | None = None
         if self.inject:
@@ -100,12 +100,13 @@ class Segmenter:
     def _point_2d(self, xyz: np.ndarray, views: Sequence[ViewInput]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         dim = int(self.ckpt.model_config.feat_2d_dim)
+        pts = torch.from_numpy(xyz).to(self.device)
         if not views:  # zero features, no latency samples
-            return point_features_from_maps(xyz, [], [], [], 0, dim=dim)
+            return point_features_from_maps(pts, [], [], [], 0, dim=dim)
         with self.latency.time("backbone"):
             results = [self._features(v) for v in views]
-        with self.latency.time("mapping"):
-            maps = [r.patch.float().cpu() for r in results]
+        with self.latency.time("mapping"):  # on the device: maps, projection, gather
+            maps = [r.patch.to(self.device, torch.float32) for r in results]
             if maps[0].shape[0] != dim:
                 raise ValueError(f"2D features have {maps[0].shape[0]} channels, the "
                                  f"checkpoint expects {dim} ({self.pre.backbone})")
@@ -113,7 +114,7 @@ class Segmenter:
             cams = [r.camera if r.camera is not None else
                     v.camera.scaled(r.input_size[1], r.input_size[0])
                     for r, v in zip(results, views)]
-            return point_features_from_maps(xyz, maps, cams, [v.T_cam_cloud for v in views],
+            return point_features_from_maps(pts, maps, cams, [v.T_cam_cloud for v in views],
                                             patch, view=self.view, seed=0, dim=dim)
 
     @torch.inference_mode()
@@ -129,7 +130,7 @@ class Segmenter:
         kw, visible = {}, None
         if self.inject:
             f2d, vis = self._point_2d(cloud.xyz, views)
-            kw = {"feat_2d": f2d.to(self.device), "visible_2d": vis.to(self.device)}
+            kw = {"feat_2d": f2d, "visible_2d": vis}  # already on self.device
             visible = vis.cpu().numpy()
         with self.latency.time("unet"), cpu_threads(1 if self.device.type == "cpu" else None):
             out = self.model(torch.from_numpy(xyz_c).to(self.device), feats, **kw)

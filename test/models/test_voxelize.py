@@ -93,3 +93,25 @@ def test_bad_input_raises():
         voxelize(np.zeros((3, 3)), 0.1, pick="middle")
     with pytest.raises(ValueError, match="too large"):
         voxelize(np.array([[0, 0, 0], [1e6, 1e6, 1e6]]), 1e-6)
+
+
+def test_keys_equal_python_reference_for_any_input_dtype():
+    """Voxel coordinates equal a per-point floor-and-dedup reference (float32 / float64)."""
+    rng = np.random.default_rng(3)
+    pts64 = rng.uniform(-7, 7, (4000, 3))
+    for pts in (pts64, pts64.astype(np.float32)):
+        batch = rng.integers(0, 3, len(pts))
+        vox = voxelize(torch.from_numpy(pts), 0.3, batch=torch.from_numpy(batch))
+        cells = [tuple(int(np.floor(float(c) / 0.3)) for c in p) for p in pts.astype(np.float64)]
+        low = np.min(np.array(cells), axis=0)
+        want = sorted({(int(b), *(np.array(c) - low).tolist()) for b, c in zip(batch, cells)})
+        got = torch.cat([vox.batch[:, None], vox.coords], 1).tolist()
+        assert [tuple(r) for r in got] == want  # same keys, same (batch, x, y, z) order
+        assert vox.coords.device == vox.inverse.device == vox.origin.device
+
+
+def test_voxelize_stays_on_the_points_device():
+    pts = torch.rand(100, 3)
+    vox = voxelize(pts, 0.1, batch=torch.zeros(100, dtype=torch.long), pick="random")
+    assert all(t.device == pts.device for t in (vox.coords, vox.batch, vox.inverse, vox.index))
+    assert torch.equal(vox.inverse.unique(), torch.arange(vox.num_voxels))

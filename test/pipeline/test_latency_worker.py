@@ -6,6 +6,7 @@ import threading
 import numpy as np
 
 from fit3d_ros.pipeline import LatencyStats, LatestWinsWorker
+from fit3d_ros.pipeline.latency import device_sync
 
 
 def test_latency_percentiles_match_numpy_definition():
@@ -63,3 +64,12 @@ def test_worker_survives_handler_errors():
     worker.stop()
     assert worker.counters.errors == 1 and worker.counters.processed == 1
     assert "bad frame" in worker.counters.last_error and len(errors) == 1
+
+
+def test_latency_synchronises_the_device_around_each_stage():
+    calls: list[str] = []
+    stats = LatencyStats(sync=lambda: calls.append("sync"))
+    with stats.time("unet"):
+        calls.append("work")
+    assert calls == ["sync", "work", "sync"]  # the stage ends after the device finished
+    assert device_sync("cpu") is None and callable(device_sync("cuda:0"))

@@ -20,6 +20,9 @@ import torch
 from torch import nn
 
 from fit3d_ros.kernels import RasterOutput, rasterize_gaussians
+from fit3d_ros.models.voxels import voxelize
+
+from .knn import knn_mean_sq_dist
 
 SH_C0 = 0.28209479177387814  # degree-0 real SH constant: colour = SH_C0·c_dc + 0.5
 PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest", "features")
@@ -29,26 +32,11 @@ GEOMETRY = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest"
 def voxel_downsample(xyz: torch.Tensor, rgb: torch.Tensor, voxel: float
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean position and colour of the points in each occupied voxel of side `voxel`."""
-    keys = torch.floor(xyz / voxel).to(torch.int64)
-    _, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
-    m = counts.numel()
-    sums = torch.zeros(m, 6, dtype=torch.float64).index_add_(
-        0, inverse, torch.cat([xyz, rgb], 1).double())
-    mean = (sums / counts[:, None]).float()
+    vox = voxelize(xyz, voxel, pick="first")  # packed 1-D keys, same (x, y, z) order
+    sums = torch.zeros(vox.num_voxels, 6, dtype=torch.float64, device=xyz.device).index_add_(
+        0, vox.inverse, torch.cat([xyz, rgb], 1).double())
+    mean = (sums / vox.counts[:, None]).float()
     return mean[:, :3].contiguous(), mean[:, 3:].contiguous()
-
-
-def knn_mean_sq_dist(xyz: torch.Tensor, k: int = 3, chunk: int = 2048) -> torch.Tensor:
-    """Mean squared distance to the `k` nearest other points (N,), by chunked cdist."""
-    n = xyz.shape[0]
-    if n <= k:
-        raise ValueError(f"need more than {k} points for the scale init, got {n}")
-    out = torch.empty(n, dtype=xyz.dtype)
-    for s in range(0, n, chunk):
-        d = torch.cdist(xyz[s:s + chunk], xyz)                    # (c, N)
-        d2 = d.topk(k + 1, dim=1, largest=False).values[:, 1:] ** 2  # drop self (0)
-        out[s:s + chunk] = d2.mean(1)
-    return out
 
 
 class GaussianModel(nn.Module):
