@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,6 +56,8 @@ class ReplayConfig:
     view: str = "center"
     device: str = "cpu"
     max_frames: int | None = None
+    # called as on_labelled(labelled cloud, TF buffer at its stamp, segmenter) per cloud
+    on_labelled: Callable[[PointCloud, Any, Segmenter], None] | None = None
 
 
 @dataclass
@@ -198,6 +200,8 @@ class _Run:
             self.writer.write("/segmentation", CLOUD, cloud_m.log_time_ns,
                               cloud_to_pointcloud2(out, self.types))
         self.counts.clouds_out += 1
+        if self.cfg.on_labelled is not None:
+            self.cfg.on_labelled(out, buffer, self.segmenter)
         if len(self.bev) < 2:
             self.bev.append((out, result.labels))
         else:
