@@ -11,6 +11,9 @@ and free-form training state / metrics. :func:`load_checkpoint` returns a typed
 of a pretrained checkpoint, drops the regression head, collapses per-dataset BatchNorm
 to one dataset's statistics and leaves the new segmentation head (and any DITR
 injection layers) to their fresh initialisation. Writes are atomic (temp file + rename).
+Loading verifies before trusting: the zip archive's CRCs (``zipfile.testzip``: flipped
+bytes), then :func:`validate_checkpoint` (finite weights, class list vs head size, every
+size field within `LIMITS`, so a ``token_budget`` of 1e7 is an error, not 10 GB).
 It lives with the models because the runtime (segmenter, nodes, replay) loads it;
 `fit3d_ros.training` writes it.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,11 +31,19 @@ import torch
 
 from .backbone_spec import BackboneSpec
 from .classes import ClassMap
+from .preprocess import feature_width
 from .spunet import SpUNet, SpUNetConfig
 
 FORMAT = "fit3d_ros.seg_checkpoint/1"
 KINDS = ("segmentation", "distillation")
 _NORM_KEY = re.compile(r"\.norms\.(\d+)\.")
+# Sane (inclusive) ranges of a checkpoint's size fields; anything outside is a corrupt or
+# hostile file (the largest published DITR/FiT3D settings sit far inside them).
+LIMITS: dict[str, tuple[float, float]] = {
+    "voxel_size": (1e-3, 10.0), "token_budget": (1, 16384), "channels": (1, 4096),
+    "layers": (0, 64), "num_classes": (1, 1024), "distill_dim": (1, 8192),
+    "feat_2d_dim": (1, 8192), "num_datasets": (1, 64), "in_channels": (1, 1024),
+}
 
 
 class CheckpointError(ValueError):
@@ -136,6 +148,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    verify_archive(path)
     try:
         d = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
@@ -146,13 +159,73 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"{d.get('format') if isinstance(d, dict) else type(d).__name__!r},"
                               f" expected {FORMAT!r})")
     try:
-        return Checkpoint(kind=d["kind"], model_config=config_from_dict(d["model"]),
+        ckpt = Checkpoint(kind=d["kind"], model_config=config_from_dict(d["model"]),
                           state_dict=d["state_dict"],
                           preprocessing=Preprocessing.from_dict(d["preprocessing"]),
                           classes=None if d["classes"] is None else ClassMap.from_dict(d["classes"]),
                           training=d.get("training", {}), metrics=d.get("metrics", {}))
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: incomplete checkpoint ({exc!r})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: incomplete or inconsistent checkpoint ({exc!r})"
+                              ) from exc
+    validate_checkpoint(ckpt, str(path))
+    return ckpt
+
+
+def verify_archive(path: str | Path) -> None:
+    """Raise `CheckpointError` unless `path` is a zip archive whose CRCs all check
+    (``torch.save``'s format; torch.load itself never verifies them)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a loadable checkpoint (damaged or not a zip "
+                              f"archive: {exc})") from exc
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint: CRC mismatch in {bad!r} "
+                              "(the file was corrupted after it was written)")
+
+
+def _check_range(where: str, name: str, value: Any) -> None:
+    lo, hi = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise CheckpointError(f"{where}: {name}={value!r} outside the sane range "
+                              f"[{lo:g}, {hi:g}]")
+
+
+def validate_checkpoint(ckpt: Checkpoint, where: str = "checkpoint") -> None:
+    """Raise `CheckpointError` on non-finite weights, a class list that does not fit the
+    head, input features that do not fit the network, or a size field outside `LIMITS`."""
+    cfg, pre = ckpt.model_config, ckpt.preprocessing
+    _check_range(where, "voxel_size", pre.voxel_size)
+    _check_range(where, "voxel_size", cfg.voxel_size)
+    for name in ("in_channels", "feat_2d_dim", "num_datasets"):
+        _check_range(where, name, getattr(cfg, name))
+    for name in ("num_classes", "distill_dim"):
+        if getattr(cfg, name) is not None:
+            _check_range(where, name, getattr(cfg, name))
+    for name in ("channels", "layers"):
+        for v in getattr(cfg, name):
+            _check_range(where, name, v)
+    if pre.backbone is not None and pre.backbone.token_budget is not None:
+        _check_range(where, "token_budget", pre.backbone.token_budget)
+    try:
+        width = feature_width(pre.input_features)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    if width != cfg.in_channels:
+        raise CheckpointError(f"{where}: input features {list(pre.input_features)} give "
+                              f"{width} channels, the network takes {cfg.in_channels}")
+    if ckpt.classes is not None and cfg.num_classes is not None and \
+            len(ckpt.classes.names) != cfg.num_classes:
+        raise CheckpointError(f"{where}: {len(ckpt.classes.names)} class names for a "
+                              f"{cfg.num_classes}-class head")
+    if ckpt.kind == "segmentation" and cfg.num_classes is None:
+        raise CheckpointError(f"{where}: a segmentation checkpoint without a head")
+    for key, value in ckpt.state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{where}: weight {key} is a {type(value).__name__}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{where}: weight {key} holds non-finite values")
 
 
 def build_model_from_checkpoint(ckpt: Checkpoint | str | Path,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,4 +51,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/outputs.mcap, metrics.json, report.html "
               f"({metrics['frames_out']} clouds, {metrics['counts']['features_out']} feature "
               f"images; weights: {metrics['weights']})")
-    return 0
+    for warning in metrics["counts"]["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0 if metrics["frames_out"] or metrics["counts"]["features_out"] else 1

@@ -3,7 +3,10 @@
 Design note: K, D, R, P, size and distortion model map one to one (float64, so the
 round trip is exact); an all-zero K (an uncalibrated camera) is rejected rather than
 turned into a camera that projects everything to one pixel. A camera without distortion
-is written as ``plumb_bob`` with five zeros, the ROS convention. Binning and ROI are
+is written as ``plumb_bob`` with five zeros, the ROS convention. Values no real camera
+has are rejected too (`SANE`: focal lengths, principal point, ``K[2,2] = 1``, at most 14
+distortion coefficients of bounded size): they pass the finiteness check but project
+points to nonsense. Binning and ROI are
 written as "full resolution, no ROI"; on reading, a non-trivial binning or ROI is
 rejected because `CameraModel` has no notion of them.
 """
@@ -13,6 +16,10 @@ import numpy as np
 
 from ..sensors.camera import CameraModel
 from .types import ConversionError, MsgTypes, header, header_of
+
+# Bounds of a physical camera's calibration (pixels; OpenCV has at most 14 coefficients).
+SANE = {"focal_px": (1e-2, 1e7), "max_distortion": 14, "distortion_abs": 1e4,
+        "size_px": 1 << 16}
 
 
 def _floats(value, n: int | None, name: str) -> np.ndarray:
@@ -31,6 +38,7 @@ def camera_info_to_model(msg) -> CameraModel:
     if not np.any(K):
         raise ConversionError("CameraInfo.k is all zero: the camera is uncalibrated")
     D = _floats(msg.d, None, "d")
+    _check_sane(K, D, int(msg.width), int(msg.height))
     R = _floats(msg.r, 9, "r").reshape(3, 3)
     P = _floats(msg.p, 12, "p").reshape(3, 4)
     if not np.any(R):  # some drivers leave R zero for monocular cameras
@@ -51,6 +59,27 @@ def camera_info_to_model(msg) -> CameraModel:
                            frame_id=frame_id, R=R, P=P)
     except ValueError as exc:
         raise ConversionError(f"CameraInfo: {exc}") from exc
+
+
+def _check_sane(K: np.ndarray, D: np.ndarray, width: int, height: int) -> None:
+    lo, hi = SANE["focal_px"]
+    if not all(lo <= f <= hi for f in (K[0, 0], K[1, 1])):
+        raise ConversionError(f"CameraInfo focal lengths fx={K[0, 0]:g}, fy={K[1, 1]:g} "
+                              f"outside [{lo:g}, {hi:g}] px")
+    if K[2, 2] != 1 or np.any(K[2, :2]) or K[1, 0]:
+        raise ConversionError(f"CameraInfo.k last row {K[2].tolist()} / K[1,0] is not a "
+                              "pinhole matrix ([0, 0, 1], 0)")
+    if not 0 < width <= SANE["size_px"] or not 0 < height <= SANE["size_px"]:
+        raise ConversionError(f"CameraInfo size {width}x{height} is not a camera's")
+    if not (-width <= K[0, 2] <= 2 * width and -height <= K[1, 2] <= 2 * height):
+        raise ConversionError(f"CameraInfo principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies "
+                              f"far outside the {width}x{height} image")
+    if D.size > SANE["max_distortion"]:
+        raise ConversionError(f"CameraInfo.d has {D.size} coefficients (at most "
+                              f"{SANE['max_distortion']})")
+    if D.size and np.abs(D).max() > SANE["distortion_abs"]:
+        raise ConversionError(f"CameraInfo.d has a coefficient of {np.abs(D).max():g} "
+                              f"(|d| <= {SANE['distortion_abs']:g})")
 
 
 def model_to_camera_info(cam: CameraModel, stamp_ns: int, frame_id: str, types: MsgTypes):

@@ -9,7 +9,9 @@ decodes with one vectorised copy per field and no per-point loop. Column mapping
 0x00RRGGBB, or 3 x uint8) -> rgb (alpha is dropped); label -> int32; feature_0 ..
 feature_{C-1} (or one ``feature`` field with count C) -> feature, the per-point ViT
 features F_3D; anything else -> ``extra``. Written clouds are little-endian, packed,
-dense-flagged from the xyz values, with rgb as PCL's packed float32.
+dense-flagged from the xyz values, with rgb as PCL's packed float32. Layouts whose
+fields overlap (x, y, z at one offset) or overrun ``point_step`` are rejected: they
+decode, but into wrong points.
 """
 from __future__ import annotations
 
@@ -50,6 +52,11 @@ def _field_specs(msg) -> list[tuple[str, int, np.dtype, int]]:
                                   f"{point_step}")
         seen.add(name)
         specs.append((name, offset, dtype, count))
+    ranges = sorted((s[1], s[1] + s[2].itemsize * s[3], s[0]) for s in specs)
+    for (_, end, first), (start, _, second) in zip(ranges, ranges[1:]):
+        if start < end:  # e.g. x, y, z at one offset: decodes, but as wrong points
+            raise ConversionError(f"PointCloud2 fields {first!r} and {second!r} overlap "
+                                  f"(bytes {start}..{end - 1} of each point)")
     return specs
 
 

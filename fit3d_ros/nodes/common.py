@@ -25,7 +25,7 @@ from std_msgs.msg import String
 
 from fit3d_ros.pipeline import LatencyStats, WorkerCounters
 
-QOS_CHOICES = ("sensor_data", "reliable", "transient_local")
+QOS_CHOICES = ("auto", "sensor_data", "reliable", "transient_local")
 
 
 def prefer_large_data_transport() -> None:
@@ -36,8 +36,9 @@ def prefer_large_data_transport() -> None:
 
 
 def qos_from_name(name: str, depth: int = 5) -> QoSProfile:
-    """QoS profile by name: sensor_data (best effort), reliable, transient_local (latched)."""
-    if name == "sensor_data":
+    """QoS profile by name: sensor_data (best effort), reliable, transient_local (latched);
+    auto starts as sensor_data (the node then matches its publishers: nodes.qos_match)."""
+    if name in ("sensor_data", "auto"):
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                           reliability=qos_profile_sensor_data.reliability,
                           durability=qos_profile_sensor_data.durability)
@@ -65,6 +66,14 @@ class Throttle:
             self._last[key] = now
             return True
         return False
+
+
+MAX_TEXT = 300  # characters of one warning in logs and /diagnostics
+
+
+def clip_text(text: str, limit: int = MAX_TEXT) -> str:
+    """`text` cut to `limit` characters (a 100 kB frame_id must not flood logs)."""
+    return text if len(text) <= limit else f"{text[:limit]}… [{len(text) - limit} chars cut]"
 
 
 class NodeHealth:
@@ -103,7 +112,9 @@ class NodeHealth:
     def warn(self, key: str, message: str, throttle_key: str | None = None,
              error: bool = False) -> None:
         """Count a problem under `key`, remember it and log it at most every throttle_s
-        per `throttle_key` (default `key`), as an error when `error`."""
+        per `throttle_key` (default `key`), as an error when `error`; the message is cut
+        to `MAX_TEXT` characters."""
+        message = clip_text(message)
         with self._lock:
             self.counts[key] = seen = self.counts.get(key, 0) + 1
             self.last_error, self._last_error_t = message, time.monotonic()

@@ -4,10 +4,14 @@ Design note: modes follow the checkpoint and the `mode` parameter: ``ditr`` (LiD
 + cameras, approximate-time synchronised; features injected), ``image_free`` (cloud only:
 D-DITR-initialised or 3D-only checkpoints) and ``rgbd`` (the depth image back-projected
 in its camera, with that camera's colour image). CameraInfo is cached per camera, not
-synchronised. Extrinsics come from tf2 at the cloud's stamp (or the static YAML); a
-camera without CameraInfo or transform is left out of that frame with a throttled
-warning, and every dropped input is counted on ``/diagnostics``. Work happens on one
-latest-wins worker and only while someone subscribes.
+synchronised: each image gets the CameraInfo of its stamp, else the newest of its size
+(`CameraInfoHistory`). Extrinsics come from tf2 at the cloud's stamp (or the static
+YAML); a camera without matching CameraInfo or transform is left out of that frame with
+a throttled warning, and every dropped input is counted on ``/diagnostics``. Hostile
+input is bounded before it costs anything: stamps far ahead of the node clock never
+reach the synchroniser (`StampGate`), points beyond ``max_range_m`` or above
+``max_points`` are dropped / subsampled and counted (`pipeline.limits`). Work happens
+on one latest-wins worker and only while someone subscribes.
 """
 from __future__ import annotations
 
@@ -23,13 +27,17 @@ from fit3d_ros.msgs import (ConversionError, camera_info_to_model, cloud_to_poin
                             image_to_depth, image_to_rgb, pointcloud2_to_cloud, rclpy_types,
                             stamp_to_ns)
 from fit3d_ros.pipeline import LatestWinsWorker
-from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput, labelled_cloud
-from fit3d_ros.sensors import CameraModel, PointCloud
-from fit3d_ros.sensors.sync import make_ros_synchronizer, make_subscriber
+from fit3d_ros.pipeline.limits import MAX_POINTS_DEFAULT, InputLimits, PointDrops
+from fit3d_ros.pipeline.segmenter import EmptyCloudError, Segmenter, ViewInput, labelled_cloud
+from fit3d_ros.sensors import PointCloud
+from fit3d_ros.sensors.camera_history import CameraInfoHistory
+from fit3d_ros.sensors.sync import (StampGate, SyncMonitor, header_stamp_ns,
+                                    make_ros_synchronizer, make_subscriber)
 from fit3d_ros.sensors.tf_buffer import TransformError
 
 from .common import NodeHealth, Throttle, declare, has_subscribers, qos_from_name, run_node
 from .extrinsics import Extrinsics
+from .qos_match import QoSMatcher
 
 MODES = ("ditr", "image_free", "rgbd")
 
@@ -66,14 +74,29 @@ class SegmentationNode(Node):
         self.with_features = p("publish_point_features", False, "publish ~/point_features")
         extrinsics_file = p("extrinsics_file", "", "YAML static transforms (no tf2)")
         tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)")
-        qos = qos_from_name(p("qos", "sensor_data", "input QoS: sensor_data | reliable"))
+        qos_name = p("qos", "auto", "input QoS: auto (reliability of the publishers) | "
+                     "sensor_data | reliable")
+        qos = qos_from_name(qos_name)
         throttle = p("throttle_s", 5.0, "warning period (s)")
+        limits = InputLimits(
+            max_points=p("max_points", MAX_POINTS_DEFAULT, "points per cloud; more are "
+                         "subsampled (counted: points_subsampled)"),
+            max_range_m=p("max_range_m", 250.0, "points farther from the sensor are "
+                          "dropped (counted: points_out_of_range)"),
+            subsample=p("subsample", "random", "above max_points keep: random | range "
+                        "(the nearest)"))
+        stamp_tolerance = p("stamp_tolerance_s", 5.0, "inputs stamped further ahead of "
+                            "the node clock are rejected (future_stamp); a stamp jump "
+                            "back by more flushes the sync queues (0 = off)")
         if self.mode not in MODES:
             raise ValueError(f"parameter mode must be one of {MODES}, got {self.mode!r}")
         if not self.checkpoint and segmenter is None:
             raise ValueError("parameter checkpoint is required (a SEG.ckpt from "
                              "`fit3d-ros train-seg`)")
-        self.segmenter = segmenter or Segmenter(self.checkpoint, device=device, view=view)
+        self.segmenter = segmenter or Segmenter(self.checkpoint, device=device, view=view,
+                                                limits=limits)
+        if segmenter is not None:
+            segmenter.limits = limits
         needs = set(self.segmenter.pre.input_features) - {"xyz"}
         if self.mode == "rgbd" and needs:
             raise ValueError(f"checkpoint {self.checkpoint} needs input features {sorted(needs)}"
@@ -84,7 +107,7 @@ class SegmentationNode(Node):
         self.health = NodeHealth(self, throttle)
         self.extrinsics = Extrinsics(self, extrinsics_file, tf_timeout)
         self.types = rclpy_types()
-        self.infos: dict[str, CameraModel] = {}
+        self.infos: dict[str, CameraInfoHistory] = {}
         self.pub = self.create_publisher(PointCloud2, "~/segmentation", 5)
         self.pub_feat = self.create_publisher(PointCloud2, "~/point_features", 5)
         self.worker = LatestWinsWorker(self._process, on_error=self._on_error)
@@ -100,11 +123,20 @@ class SegmentationNode(Node):
         images = [make_subscriber(self, Image, rgbd_image if n == "rgbd" else f"{n}/image_raw",
                                   qos) for n in cams]
         self.camera_names = cams
+        self._monitor: SyncMonitor | None = None
+        self._qos_match = QoSMatcher(self, [first, *images], qos) if qos_name == "auto" else None
         first.registerCallback(lambda m: self.health.count("clouds_in"))
         if images:
-            self._sync = make_ros_synchronizer([first, *images], queue, slop, self._on_synced)
-            self._unsynced = [0, 0]  # clouds_in, frames_in at the last check
-            self.create_timer(max(2.0, 4 * slop), self._check_sync)
+            period = max(2.0, 4 * slop)
+            self._monitor = SyncMonitor(1 + len(images), slop, down_s=period)
+            for i, sub in enumerate([first, *images]):
+                sub.registerCallback(lambda m, i=i: self._monitor.seen(i, header_stamp_ns(m)))
+            gate = StampGate(1 + len(images), lambda: self.get_clock().now().nanoseconds,
+                             stamp_tolerance, on_reject=self._on_future_stamp,
+                             on_flush=self._on_sync_flush)
+            self._sync = make_ros_synchronizer([first, *images], queue, slop, self._on_synced,
+                                               gate=gate)
+            self.create_timer(period, self._check_sync)
         else:
             first.registerCallback(lambda m: self._on_synced(m))
         self.get_logger().info(f"segmentation_node ready: mode {self.mode}, "
@@ -112,24 +144,50 @@ class SegmentationNode(Node):
 
     # ------------------------------------------------------------------ callbacks
     def _check_sync(self) -> None:
-        """Warn when clouds arrive but never pair with camera images (a dead stream)."""
-        clouds, frames = self.health.counts.get("clouds_in", 0), self.health.counts.get(
-            "frames_in", 0)
-        new_clouds, new_frames = clouds - self._unsynced[0], frames - self._unsynced[1]
-        self._unsynced = [clouds, frames]
-        if new_clouds > 0 and new_frames == 0:
-            self.health.warn("unsynchronised", f"{new_clouds} clouds without images within "
-                             f"the sync slop from {self.camera_names}: is a camera stream "
-                             "down or its clock off?")
+        """Warn when clouds cannot pair with a camera's images (dead or clock-shifted
+        stream), not when images merely arrive after their clouds."""
+        for problem in self._monitor.problems():
+            index = int(problem.split(":")[0].split()[1])
+            self.health.warn("unsynchronised", f"camera {self.camera_names[index - 1]} "
+                             f"{problem.split(':', 1)[1].strip()}")
+
+    def _on_future_stamp(self, index: int, stamp_ns: int, ahead_s: float) -> None:
+        what = "cloud" if index == 0 else f"camera {self.camera_names[index - 1]} image"
+        self.health.warn("future_stamp", f"dropping {what} stamped {ahead_s:.1f} s ahead "
+                         "of the node clock (stamp_tolerance_s)",
+                         throttle_key=f"future_stamp:{index}")
+
+    def _on_sync_flush(self, dropped: int) -> None:
+        self.health.warn("sync_flushed", f"input stamps jumped back (restarted log or "
+                         f"clock): sync queues flushed ({dropped} messages)")
 
     def _on_info(self, name: str, msg) -> None:
         try:
-            self.infos[name] = camera_info_to_model(msg)
+            model = camera_info_to_model(msg)
+            stamp = stamp_to_ns(msg.header.stamp)
         except (ConversionError, ValueError) as exc:
             self.health.warn("bad_camera_info", f"camera {name}: bad CameraInfo: {exc}")
+            return
+        self.infos.setdefault(name, CameraInfoHistory()).add(stamp, model)
+
+    def _camera_for(self, name: str, msg, shape: tuple[int, ...]):
+        """The CameraInfo model for this image (stamp, then size); None: warned."""
+        history = self.infos.get(name)
+        if history is None or not len(history):
+            self.health.warn("missing_camera_info", f"camera {name}: no CameraInfo yet; "
+                             "segmenting without it", throttle_key=f"missing_info:{name}")
+            return None
+        cam = history.for_image(stamp_to_ns(msg.header.stamp), shape[1], shape[0])
+        if cam is None:
+            self.health.warn("bad_image", f"camera {name}: image {shape[1]}x{shape[0]} "
+                             f"matches no recent CameraInfo (sizes {history.sizes()}); "
+                             "segmenting without it", throttle_key=f"bad_image:{name}")
+        return cam
 
     def _on_synced(self, cloud_msg, *image_msgs) -> None:
         self.health.count("frames_in")
+        if self._monitor is not None:
+            self._monitor.matched(header_stamp_ns(cloud_msg))
         if not has_subscribers(self.pub, self.pub_feat):
             self.health.count("skipped_no_subscribers")
             return
@@ -150,14 +208,10 @@ class SegmentationNode(Node):
         try:
             if self.mode != "rgbd":
                 return pointcloud2_to_cloud(frame.cloud_msg)
-            cam = self.infos.get("rgbd")
-            if cam is None:
-                self.health.warn("missing_camera_info", "no depth CameraInfo yet")
-                return None
             depth = image_to_depth(frame.cloud_msg)
-            if depth.shape != (cam.height, cam.width):
-                raise ConversionError(f"depth {depth.shape} does not match CameraInfo "
-                                      f"{cam.width}x{cam.height}")
+            cam = self._camera_for("rgbd", frame.cloud_msg, depth.shape)
+            if cam is None:
+                return None
             xyz, _ = cam.backproject(depth)
             stamp, frame_id = stamp_to_ns(frame.cloud_msg.header.stamp), frame.cloud_msg.header.frame_id
             return PointCloud(stamp, frame_id, xyz)
@@ -168,16 +222,12 @@ class SegmentationNode(Node):
     def _views(self, cloud: PointCloud, image_msgs: list) -> list[ViewInput]:
         views = []
         for name, msg in zip(self.camera_names, image_msgs):
-            cam = self.infos.get(name)
-            if cam is None:
-                self.health.warn("missing_camera_info", f"camera {name}: no CameraInfo yet; "
-                                 "segmenting without it", throttle_key=f"missing_info:{name}")
-                continue
             try:
                 rgb = image_to_rgb(msg)
-                if rgb.shape[:2] != (cam.height, cam.width):
-                    raise ConversionError(f"image {rgb.shape[1]}x{rgb.shape[0]} does not match "
-                                          f"CameraInfo {cam.width}x{cam.height}")
+                key = (msg.header.frame_id, stamp_to_ns(msg.header.stamp))
+                cam = self._camera_for(name, msg, rgb.shape)
+                if cam is None:
+                    continue
                 frame_id = msg.header.frame_id or cam.frame_id
                 T = self.extrinsics.lookup(frame_id, cloud.frame_id, cloud.stamp)
             except ConversionError as exc:
@@ -189,9 +239,21 @@ class SegmentationNode(Node):
                                  f"{msg.header.frame_id} <- {cloud.frame_id}: {exc}",
                                  throttle_key=f"missing_transform:{name}", error=True)
                 continue
-            views.append(ViewInput(rgb, cam, T.matrix,
-                                   key=(msg.header.frame_id, stamp_to_ns(msg.header.stamp))))
+            views.append(ViewInput(rgb, cam, T.matrix, key=key))
         return views
+
+    def _count_drops(self, drops: PointDrops, frame_id: str) -> None:
+        for key, n in (("points_non_finite", drops.non_finite),
+                       ("points_out_of_range", drops.out_of_range),
+                       ("points_subsampled", drops.subsampled)):
+            if n and key == "points_non_finite":
+                self.health.count(key, n)
+            elif n:  # n points in all: n - 1 here, 1 by the (throttled) warning
+                self.health.count(key, n - 1)
+                limit = (f"max_range_m {self.segmenter.limits.max_range_m:g}"
+                         if key == "points_out_of_range"
+                         else f"max_points {self.segmenter.limits.max_points}")
+                self.health.warn(key, f"cloud on {frame_id}: {n} points dropped ({limit})")
 
     def _process(self, frame: Frame) -> None:
         t0 = time.perf_counter()
@@ -207,7 +269,13 @@ class SegmentationNode(Node):
             views = self._views(finite, frame.image_msgs)
         with self.health.latency.time("segment"):
             want_features = self.with_features and self.pub_feat.get_subscription_count() > 0
-            result = self.segmenter(finite, views, with_features=want_features)
+            try:
+                result = self.segmenter(finite, views, with_features=want_features)
+            except EmptyCloudError as exc:
+                self._count_drops(exc.drops, cloud.frame_id)
+                self.health.warn("empty_cloud", f"cloud on {cloud.frame_id}: {exc}")
+                return
+        self._count_drops(result.drops, cloud.frame_id)
         with self.health.latency.time("publish"):
             out = labelled_cloud(finite, result, self.segmenter.palette)
             feats, out.feature = out.feature, None

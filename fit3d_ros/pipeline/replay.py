@@ -31,11 +31,13 @@ from fit3d_ros.msgs import (
     stamp_to_ns,
 )
 from fit3d_ros.sensors import PointCloud
+from fit3d_ros.sensors.camera_history import CameraInfoHistory
 from fit3d_ros.sensors.sync import ApproximateTimeSynchronizer
 from fit3d_ros.sensors.tf_buffer import TransformError
 
 from .features import FeatureConfig, FeatureExtractor, PCAPreview
 from .latency import LatencyStats
+from .limits import InputLimits
 from .metrics import SegEvaluator
 from .report import write_report
 from .segmenter import Segmenter, ViewInput, labelled_cloud
@@ -56,6 +58,7 @@ class ReplayConfig:
     view: str = "center"
     device: str = "cpu"
     max_frames: int | None = None
+    limits: InputLimits = field(default_factory=InputLimits)  # as the node's parameters
     # called as on_labelled(labelled cloud, TF buffer at its stamp, segmenter) per cloud
     on_labelled: Callable[[PointCloud, Any, Segmenter], None] | None = None
 
@@ -69,7 +72,9 @@ class ReplayCounts:
     features_out: int = 0
     bad_messages: int = 0
     skipped_cameras: int = 0
+    points_dropped: int = 0                 # non-finite, out of range, subsampled
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the run as a whole
 
     def error(self, text: str) -> None:
         """Count a bad message and note why."""
@@ -88,6 +93,9 @@ def _topics(bag: BagReader, cfg: ReplayConfig) -> tuple[str | None, list[str], d
     cloud = cfg.cloud_topic if cfg.cloud_topic is not None else (clouds[0] if clouds else None)
     if cloud is not None and cloud not in topics:
         raise ValueError(f"{bag.path}: no topic {cloud} (PointCloud2 topics: {clouds})")
+    if cloud is not None and topics[cloud].msgtype != CLOUD:
+        raise ValueError(f"{bag.path}: {cloud} carries {topics[cloud].msgtype}, not "
+                         f"{CLOUD} (PointCloud2 topics: {clouds})")
     infos = {t.rsplit("/", 1)[0]: t for t, i in topics.items() if i.msgtype == INFO}
     images = [t for t, i in topics.items() if i.msgtype == IMAGE
               and t.rsplit("/", 1)[0] in infos and "depth" not in t]
@@ -108,8 +116,8 @@ class _Run:
         self.types = rosbags_types()
         self.shared = SharedResults(capacity=64)
         self.decoded = SharedResults(capacity=cfg.queue_size + 1)  # decoded images, by message
-        self.segmenter = (Segmenter(cfg.checkpoint, device=cfg.device, view=cfg.view)
-                          if cfg.checkpoint else None)
+        self.segmenter = (Segmenter(cfg.checkpoint, device=cfg.device, view=cfg.view,
+                                    limits=cfg.limits) if cfg.checkpoint else None)
         # the segmenter keeps its checkpoint's backbone; feature outputs use --backbone if
         # given, else the same backbone (then one pass per image serves both)
         seg_cfg = (self.segmenter.feature_config(cfg.device)
@@ -123,7 +131,7 @@ class _Run:
             self.segmenter.share_features(
                 lambda v: self.shared.get((tag, *v.key), lambda: seg_ex(v.rgb)))
         self.pca: dict[str, PCAPreview] = {}
-        self.infos: dict[str, Any] = {}
+        self.infos: dict[str, CameraInfoHistory] = {}
         self.previews: dict[str, list[np.ndarray]] = {}
         self.bev: list[tuple[PointCloud, np.ndarray]] = []
         self.evaluator = None
@@ -178,11 +186,16 @@ class _Run:
             return
         views = []
         for topic, im in zip(cams, image_ms):
-            cam = self.infos.get(topic)
+            history = self.infos.get(topic)
             try:
-                if cam is None:
+                if history is None:
                     raise ValueError("no CameraInfo before this image")
                 rgb = self._rgb(im)
+                cam = history.for_image(stamp_to_ns(im.msg.header.stamp), rgb.shape[1],
+                                        rgb.shape[0])
+                if cam is None:
+                    raise ValueError(f"image {rgb.shape[1]}x{rgb.shape[0]} matches no recent "
+                                     f"CameraInfo (sizes {history.sizes()})")
                 T = buffer.lookup(im.msg.header.frame_id or cam.frame_id, cloud.frame_id,
                                   cloud.stamp)
             except (ConversionError, ValueError, TransformError) as exc:
@@ -193,6 +206,9 @@ class _Run:
                                    key=(im.msg.header.frame_id, stamp_to_ns(im.msg.header.stamp))))
         with self.latency.time("segment"):
             result = self.segmenter(cloud, views)
+        if result.drops.total:
+            self.counts.points_dropped += result.drops.total
+            self.counts.note(f"cloud message {cloud_m.index}: {result.drops}")
         for stage, ms in self.segmenter.latency.last().items():
             self.latency.add(f"segment.{stage}", ms)
         out = labelled_cloud(cloud, result, self.segmenter.palette)
@@ -239,7 +255,8 @@ class _Run:
             state["buffer"] = buffer
             if m.topic in info_of:
                 try:
-                    self.infos[info_of[m.topic]] = camera_info_to_model(m.msg)
+                    self.infos.setdefault(info_of[m.topic], CameraInfoHistory()).add(
+                        stamp_to_ns(m.msg.header.stamp), camera_info_to_model(m.msg))
                 except (ConversionError, ValueError) as exc:
                     self.counts.error(f"{m.topic} message {m.index}: {exc}")
             elif m.topic in cams:
@@ -286,10 +303,17 @@ def replay_bag(path: str | Path, out_dir: str | Path, cfg: ReplayConfig | None =
     run = _Run(path, out, cfg)
     with BagReader(path) as bag:
         cloud, cams, infos = _topics(bag, cfg)
+        msgtypes = {t: i.msgtype for t, i in bag.topics.items()}
     t0 = time.perf_counter()
     with run.writer:
         run.run(cloud, cams, infos, progress)
     wall = time.perf_counter() - t0
+    if cfg.checkpoint and cloud is None:
+        run.counts.warnings.append(f"{path}: no PointCloud2 topic (topics: "
+                                   f"{msgtypes}): "
+                                   "nothing to segment")
+    if run.counts.clouds_out == 0 and run.counts.features_out == 0:
+        run.counts.warnings.append("nothing could be processed (see counts.errors)")
     lat = run.latency.summary()
     io_ms = sum(lat[k]["mean"] * lat[k]["count"] for k in ("read", "write") if k in lat)
     metrics: dict[str, Any] = {

@@ -7,12 +7,13 @@ the checkpoint's mode: DITR (2D features injected; needs cameras, points no came
 get zero features as in training), or image-free (D-DITR-initialised or 3D-only
 networks; images ignored). 2D features come from a `FeatureExtractor` built from the
 checkpoint's backbone spec, or from a function given to `share_features` so the composed
-node computes them once per image. Non-finite points are dropped before the network; the
-result refers to the kept points (`kept` mask over the input).
+node computes them once per image. The input limits (`limits`: non-finite, out-of-range
+points dropped, subsampled above ``max_points``) run first, as their own step; the result
+refers to the kept points (`kept` mask over the input, `drops` says why the others went).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,6 +28,7 @@ from fit3d_ros.threads import cpu_threads
 
 from .features import FeatureConfig, FeatureExtractor, FeatureResult
 from .latency import LatencyStats, device_sync
+from .limits import InputLimits, PointDrops, limit_mask
 
 
 @dataclass
@@ -46,13 +48,23 @@ class SegmentationResult:
     kept: np.ndarray                 # (N,) bool: input points that were segmented
     visible: np.ndarray | None       # (M,) bool: seen by a camera (DITR), else None
     point_features: np.ndarray | None = None  # (M, C) last decoder features, if asked
+    drops: PointDrops = field(default_factory=PointDrops)  # input points not segmented
+
+
+class EmptyCloudError(ValueError):
+    """No point of a cloud passed the input limits (`drops` says why)."""
+
+    def __init__(self, drops: PointDrops) -> None:
+        super().__init__(f"no point to segment ({drops.non_finite} non-finite, "
+                         f"{drops.out_of_range} beyond max_range_m)")
+        self.drops = drops
 
 
 class Segmenter:
     """Runs a segmentation checkpoint on clouds (no ROS)."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", view: str = "center"
-                 ) -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", view: str = "center",
+                 limits: InputLimits | None = None) -> None:
         if view not in VIEW_CHOICES:  # before the (slow) checkpoint load
             raise ValueError(f"view must be one of {VIEW_CHOICES}, got {view!r}")
         self.ckpt = load_checkpoint(checkpoint, map_location=device)
@@ -62,6 +74,7 @@ class Segmenter:
         self.device = torch.device(device)
         self.model = build_model_from_checkpoint(self.ckpt, self.device)
         self.view = view
+        self.limits = limits or InputLimits()
         self.pre = self.ckpt.preprocessing
         self.inject = bool(self.ckpt.model_config.inject_2d)
         self.latency = LatencyStats(sync=device_sync(self.device))  # true per-stage GPU time
@@ -120,10 +133,11 @@ class Segmenter:
     @torch.inference_mode()
     def __call__(self, cloud: PointCloud, views: Sequence[ViewInput] = (),
                  with_features: bool = False) -> SegmentationResult:
-        kept = np.all(np.isfinite(cloud.xyz), axis=1)
-        cloud = cloud.select(kept) if not kept.all() else cloud
+        with self.latency.time("limits"):  # own step: before any per-point allocation
+            kept, drops = limit_mask(cloud, self.limits)
+            cloud = cloud.select(kept) if drops.total else cloud
         if len(cloud) == 0:
-            raise ValueError("empty point cloud (no finite points)")
+            raise EmptyCloudError(drops)
         xyz_c = centered(cloud.xyz)
         with self.latency.time("preprocess"):
             feats = torch.from_numpy(self._input_features(cloud, xyz_c)).to(self.device)
@@ -136,9 +150,12 @@ class Segmenter:
             out = self.model(torch.from_numpy(xyz_c).to(self.device), feats, **kw)
             prob = torch.softmax(out.logits.float(), dim=1)
             conf, labels = prob.max(dim=1)
+        conf_np = conf.cpu().numpy().astype(np.float32)
+        if not np.isfinite(conf_np).all():  # never publish NaN confidences
+            raise ValueError("the network produced non-finite scores for this cloud")
         return SegmentationResult(
-            labels.cpu().numpy().astype(np.int32), conf.cpu().numpy().astype(np.float32),
-            kept, visible, out.features.cpu().numpy() if with_features else None)
+            labels.cpu().numpy().astype(np.int32), conf_np,
+            kept, visible, out.features.cpu().numpy() if with_features else None, drops)
 
 
 def labelled_cloud(cloud: PointCloud, result: SegmentationResult, palette: np.ndarray
