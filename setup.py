@@ -29,7 +29,8 @@ data_files = [
 ]
 
 ROS = ["ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-geometry-msgs",
-       "ros-rmw-fastrtps-cpp", "ros-diagnostic-msgs"]
+       "ros-rmw-fastrtps-cpp", "ros-diagnostic-msgs",
+       "ros-visualization-msgs"]  # semantic_map_node's ~/markers (optional at run time)
 
 setup(
     name=PACKAGE,
@@ -56,7 +57,9 @@ setup(
         "ros": ROS,
         "cpu": ["spconv"],     # CPU build of spconv (pick cpu or cuda, not both)
         "viz": ["open3d-cpu"],
-        "cuda": ["gsplat", "spconv-cu120"],
+        # spconv-cu120 has no cp312 wheels (Ubuntu 24.04 / Jazzy): cu121 from 3.12 on
+        "cuda": ["gsplat", 'spconv-cu120; python_version < "3.12"',
+                 'spconv-cu121; python_version >= "3.12"'],
         "test": ["pytest>=7", "pytest-timeout", "mcap",
                  "colcon-core>=0.15.2", "colcon-ros>=0.4"],  # test/test_setup.py
     },
@@ -67,6 +70,7 @@ setup(
             "feature_node = fit3d_ros.nodes.feature_node:main",
             "segmentation_node = fit3d_ros.nodes.segmentation_node:main",
             "perception = fit3d_ros.nodes.perception:main",
+            "semantic_map_node = fit3d_ros.nodes.semantic_map_node:main",
             "player = fit3d_ros.nodes.player:main",
         ],
     },

@@ -8,6 +8,8 @@ Launch arguments:
                 rgbd (depth cloud + its camera) | features (feature node only)
   composed      true: one `perception` process (ViT runs once per image);
                 false: separate feature_node and segmentation_node processes
+  map           true: also run semantic_map_node (in the composed process, or as its
+                own process), accumulating ~/segmentation into ~/map
   use_sim_time  true when playing a bag with /clock
   namespace     namespace for the nodes
 """
@@ -35,11 +37,18 @@ def _nodes(context):
     params = [arg("config")]
     if mode == "features":
         return [Node(executable="feature_node", parameters=params + [overrides], **common)]
-    if composed:  # one process hosting the nodes `feature_node` and `segmentation_node`
-        return [Node(executable="perception", parameters=params + [seg_overrides], **common)]
-    return [Node(executable="feature_node", parameters=params + [overrides], **common),
-            Node(executable="segmentation_node", parameters=params + [seg_overrides],
-                 **common)]
+    with_map = arg("map").lower() == "true"
+    if composed:  # one process hosting `feature_node`, `segmentation_node` (+ the map node)
+        return [Node(executable="perception", parameters=params + [seg_overrides],
+                     arguments=["--map"] if with_map else [], **common)]
+    nodes = [Node(executable="feature_node", parameters=params + [overrides], **common),
+             Node(executable="segmentation_node", parameters=params + [seg_overrides],
+                  **common)]
+    if with_map:
+        map_overrides = {k: v for k, v in seg_overrides.items() if k != "mode"}
+        nodes.append(Node(executable="semantic_map_node", parameters=params + [map_overrides],
+                          **common))
+    return nodes
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -51,6 +60,7 @@ def generate_launch_description() -> LaunchDescription:
                                                                    "perception.yaml")),
         DeclareLaunchArgument("mode", default_value="ditr", choices=MODES),
         DeclareLaunchArgument("composed", default_value="true", choices=["true", "false"]),
+        DeclareLaunchArgument("map", default_value="false", choices=["true", "false"]),
         DeclareLaunchArgument("use_sim_time", default_value="false"),
         DeclareLaunchArgument("namespace", default_value=""),
         OpaqueFunction(function=_nodes),

@@ -17,7 +17,7 @@ import fit3d_ros
 
 PKG = Path(fit3d_ros.__file__).resolve().parent
 RUNTIME = ("fit3d_ros.pipeline", "fit3d_ros.nodes", "fit3d_ros.sensors", "fit3d_ros.msgs",
-           "fit3d_ros.logs")
+           "fit3d_ros.logs", "fit3d_ros.mapping")
 TRAINING = "fit3d_ros.training"
 
 

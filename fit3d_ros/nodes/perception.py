@@ -6,7 +6,9 @@ composed and the separate launch); they share one `FeatureExtractor` and a
 features first computes them, the other reuses them. With a DITR checkpoint the shared
 backbone is the checkpoint's (the feature node's backbone parameters are then unused);
 with an image-free checkpoint the feature node keeps its own. A multi-threaded executor
-serves both nodes; the heavy work stays on each node's latest-wins worker.
+serves both nodes; the heavy work stays on each node's latest-wins worker. With ``--map``
+(launch argument ``map:=true``) the process also hosts `semantic_map_node`, named with
+the checkpoint's classes, fed by the segmentation output over intra-process DDS.
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from fit3d_ros.pipeline.shared import SharedResults
 from .common import run_node
 from .feature_node import FeatureNode
 from .segmentation_node import SegmentationNode
+from .semantic_map_node import SemanticMapNode
 
 
-def build() -> tuple[FeatureNode, SegmentationNode]:
-    """Both nodes wired to one extractor and one cache (rclpy must be initialised)."""
+def build(with_map: bool = False) -> tuple:
+    """Both nodes wired to one extractor and one cache (rclpy must be initialised), and
+    the semantic map node when `with_map`."""
     shared = SharedResults()
     seg = SegmentationNode()
     extractor = seg.segmenter.extractor
@@ -34,11 +38,16 @@ def build() -> tuple[FeatureNode, SegmentationNode]:
         node.health.extra_stats = lambda: {"backbone_calls": feat.extractor.calls,
                                            "shared.computed": shared.computed,
                                            "shared.reused": shared.shared}
-    return feat, seg
+    if not with_map:
+        return feat, seg
+    return feat, seg, SemanticMapNode(class_names=seg.segmenter.class_names,
+                                      palette=seg.segmenter.palette)
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(build, args if args is not None else sys.argv)
+    argv = list(args if args is not None else sys.argv)
+    with_map = "--map" in argv
+    return run_node(lambda: build(with_map), [a for a in argv if a != "--map"])
 
 
 if __name__ == "__main__":

@@ -57,12 +57,12 @@ def test_eval_map_against_brute_force(map_dir, room_bag, capsys):
     gt, lab, _ = ground_truth(room_bag, "map", bag_classes([room_bag], None))
     pts = vmap.s.mean[:len(vmap)].numpy().astype(np.float64)
     pred = vmap.labels().numpy()
-    sub = np.random.default_rng(0).choice(len(gt), 2000, replace=False)
+    sub = np.random.default_rng(0).choice(len(gt), 500, replace=False)
     d2 = ((gt[sub, None, :].astype(np.float64) - pts[None]) ** 2).sum(-1)
     assert got["points"] == len(gt)
     # accuracy on a subsample agrees with the full figure; all-class distances are exact
     acc = (pred[d2.argmin(1)] == lab[sub]).mean()
-    assert abs(acc - got["accuracy"]) < 0.01 and got["accuracy"] > 0.98
+    assert abs(acc - got["accuracy"]) < 0.02 and got["accuracy"] > 0.98
     assert got["miou"] > 0.95
     assert got["completeness"]["median"] == pytest.approx(np.median(np.sqrt(d2.min(1))), abs=3e-3)
     ball = S.CLASSES.index("ball")

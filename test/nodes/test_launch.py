@@ -62,7 +62,8 @@ def test_launch_nodes_per_mode_with_stub_launch_modules(monkeypatch):
     spec = importlib.util.spec_from_file_location("perception_launch_stub", LAUNCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    base = {"config": "/c.yaml", "namespace": "", "use_sim_time": "true", "checkpoint": ""}
+    base = {"config": "/c.yaml", "namespace": "", "use_sim_time": "true", "checkpoint": "",
+            "map": "false"}
     run = lambda **kw: [n.kw for n in module._nodes({**base, **kw})]  # noqa: E731
     (one,) = run(mode="ditr", composed="true")
     assert one["executable"] == "perception"
@@ -72,6 +73,13 @@ def test_launch_nodes_per_mode_with_stub_launch_modules(monkeypatch):
     assert [n["executable"] for n in run(mode="features", composed="true")] == ["feature_node"]
     (seg,) = run(mode="image_free", composed="true", checkpoint="/m/seg.ckpt")
     assert seg["parameters"][1]["checkpoint"] == "/m/seg.ckpt"
+    (composed,) = run(mode="ditr", composed="true", map="true")
+    assert composed["executable"] == "perception" and composed["arguments"] == ["--map"]
+    assert one["arguments"] == []
+    nodes = run(mode="ditr", composed="false", map="true", checkpoint="/m/seg.ckpt")
+    assert [n["executable"] for n in nodes] == ["feature_node", "segmentation_node",
+                                                "semantic_map_node"]
+    assert nodes[2]["parameters"][1] == {"use_sim_time": True, "checkpoint": "/m/seg.ckpt"}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +102,8 @@ def test_wheel_installs_share_files_and_every_launched_executable(wheel):
     assert not any(n.startswith(("models/", "training/", "kernels/")) for n in names)
     entry = wheel.read("fit3d_ros-0.1.0.dist-info/entry_points.txt").decode()
     scripts = {line.split("=")[0].strip() for line in entry.splitlines() if "=" in line}
-    assert _launch_executables() == {"perception", "feature_node", "segmentation_node"}
+    assert _launch_executables() == {"perception", "feature_node", "segmentation_node",
+                                     "semantic_map_node"}
     assert _launch_executables() <= scripts
     import importlib
     for line in entry.splitlines():
@@ -111,7 +120,7 @@ def test_launch_description_loads_where_launch_is_installed(monkeypatch, tmp_pat
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     desc = module.generate_launch_description()
-    assert len(desc.entities) == 7  # six arguments and the node selection
+    assert len(desc.entities) == 8  # seven arguments and the node selection
 
 
 @pytest.mark.ros
@@ -121,6 +130,7 @@ def test_yaml_keys_are_declared_node_parameters(tmp_path, ros_env):
 
     from fit3d_ros.nodes.feature_node import FeatureNode
     from fit3d_ros.nodes.segmentation_node import SegmentationNode
+    from fit3d_ros.nodes.semantic_map_node import SemanticMapNode
     from .fixtures import tiny_checkpoint
 
     doc = yaml.safe_load(CONFIG.read_text())
@@ -133,13 +143,17 @@ def test_yaml_keys_are_declared_node_parameters(tmp_path, ros_env):
             Parameter("backbone", value="vit_tiny_test"), Parameter("random_init", value=True)])
         seg = SegmentationNode(context=ctx, parameter_overrides=[
             Parameter("checkpoint", value=str(ckpt))])
-        declared = {"feature_node": set(feat._parameters), "segmentation_node": set(seg._parameters)}
-        for name in ("feature_node", "segmentation_node"):
+        smap = SemanticMapNode(context=ctx, parameter_overrides=[
+            Parameter("checkpoint", value=str(ckpt))])
+        declared = {"feature_node": set(feat._parameters), "segmentation_node": set(seg._parameters),
+                    "semantic_map_node": set(smap._parameters)}
+        for name in declared:
             keys = set(doc[f"/**/{name}"]["ros__parameters"]) | (common & declared[name])
             assert keys <= declared[name], (name, keys - declared[name])
         # every shared key is used by at least one node
         assert common <= declared["feature_node"] | declared["segmentation_node"] | {"use_sim_time"}
         feat.destroy_node()
         seg.destroy_node()
+        smap.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
