@@ -1,6 +1,7 @@
 """Node pipeline vs bare model calls, replay I/O share, and a soak run.
 
     python benchmarks/bench_pipeline.py [--json] [--frames 10] [--soak-seconds 60]
+    python benchmarks/bench_pipeline.py --hostile [--rounds 10] [--json]
 
 1. ROS overhead: the segmentation_node (a real process, rclpy over DDS on loopback) is
    fed the shared KITTI frames one at a time; the time from publishing a frame to
@@ -10,6 +11,8 @@
    Goal: < 5 %.
 3. Soak: `fit3d-ros play --loop` at 10 Hz into the node for --soak-seconds; the node's
    resident memory at start and end.
+4. --hostile (only): a burst of hostile clouds into the node (`bench_hostile`): good
+   frames answered during it and the node's RSS floor before / after.
 The model is the tiny DITR test checkpoint with a random ViT-S at a 256-token budget
 (random weights: timings only).
 """
@@ -184,11 +187,32 @@ def soak(bag: Path, proc: subprocess.Popen, seconds: float, env: dict, ex,
             "clouds_segmented": received["n"]}
 
 
+def _hostile(env: dict, args) -> int:
+    from bench_hostile import run  # benchmarks/ sibling (run as a script)
+    from nodes.fixtures import tiny_checkpoint  # test helpers (test/ is on sys.path)
+    from nodes.rosutil import ros_context, start, stop
+
+    with tempfile.TemporaryDirectory() as tmpd:
+        r = run(Path(tmpd), env, start, stop, ros_context, tiny_checkpoint, _rss_mb,
+                args.rounds)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"hostile burst ({r['rounds']} rounds of 1M-point, 1e30, all-NaN, overlapping-"
+              f"field and 10 future-stamped clouds, {r['burst_s']} s): good frames answered "
+              f"{r['good_answered']}/{r['good_sent']}; node RSS floor "
+              f"{r['rss_floor_before_mb']} -> {r['rss_floor_after_mb']} MB; alive "
+              f"{r['node_alive']}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--soak-seconds", type=float, default=60.0)
+    ap.add_argument("--hostile", action="store_true", help="only the hostile-input burst")
+    ap.add_argument("--rounds", type=int, default=10, help="hostile rounds")
     args = ap.parse_args()
     from nodes.fixtures import extrinsics_yaml  # test helpers: importable once test/ is on sys.path
 
@@ -196,6 +220,8 @@ def main() -> int:
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 200)),
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     os.environ.update(env)
+    if args.hostile:
+        return _hostile(env, args)
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         bag = tmp / "kitti.mcap"

@@ -38,12 +38,14 @@ def spin_until(ctx, node, done: Callable[[], bool], timeout: float,
         executor.remove_node(node)
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """`python ARGS` in a subprocess; its stdout/stderr are drained by background threads
-    (read them with :func:`stop`): an undrained pipe fills up (64 KiB) with a long test's
-    throttled warnings and the node then blocks in its logging call."""
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start(args: list[str], env: dict[str, str], executable: str = sys.executable,
+          cwd: str | None = None) -> subprocess.Popen:
+    """`python ARGS` (or `executable ARGS`) in a subprocess; its stdout/stderr are drained
+    by background threads (read them with :func:`stop`): an undrained pipe fills up
+    (64 KiB) with a long test's throttled warnings and the node then blocks in its
+    logging call."""
+    proc = subprocess.Popen([executable, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
     bufs: tuple[list[str], list[str]] = ([], [])
     threads = [threading.Thread(target=_drain, args=(stream, buf), daemon=True)
                for stream, buf in zip((proc.stdout, proc.stderr), bufs)]
