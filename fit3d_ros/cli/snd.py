@@ -39,11 +39,12 @@ def _snd(args: argparse.Namespace) -> int:
                   backend=args.backend, device=args.device, resume=args.resume,
                   evaluate=not args.no_eval)
     rec = r["recall@10px"] or {}
-    return emit(args, r, [
-        f"wrote {out}: {r['steps']} steps, loss {r['loss_first']:.4f} -> "
-        f"{r['loss_last']:.4f}, {r['seconds']:.0f} s (teacher {r['teacher']['provenance']})",
-        f"recall@10px on held-out pairs ({r['recall_pairs']}): teacher "
-        f"{fmt(rec.get('teacher'))}, rendered {fmt(rec.get('rendered'))}"])
+    lines = [(f"wrote {out}: {r['steps']} steps, loss {r['loss_first']:.4f} -> "
+              f"{r['loss_last']:.4f}, {r['seconds']:.0f} s "
+              f"(teacher {r['teacher']['provenance']})"),
+             (f"recall@10px on held-out pairs ({r['recall_pairs']}): teacher "
+              f"{fmt(rec.get('teacher'))}, rendered {fmt(rec.get('rendered'))}")]
+    return emit(args, r, lines)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -67,11 +67,11 @@ class SnDConfig(Preset):
     seed: int = 0
 
     @classmethod
-    def default(cls, **kw: Any) -> "SnDConfig":
+    def default(cls, **kw: Any) -> SnDConfig:
         return cls(**kw)
 
     @classmethod
-    def tiny(cls, **kw: Any) -> "SnDConfig":
+    def tiny(cls, **kw: Any) -> SnDConfig:
         base: dict[str, Any] = dict(
             preset="tiny", steps=300, lr=1e-4, token_budget=192, image_width=224,
             render_width=80, head_hidden=512, head_bottleneck=128, prototypes=4096,

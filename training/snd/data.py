@@ -13,15 +13,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from fit3d_ros.training.fit3d.scenes import Scene, depth_in_color, render_size, resize_rgb
+from fit3d_ros.training.fit3d.scenes import (
+    Scene,
+    depth_in_color,
+    render_size,
+    resize_rgb,
+)
 from fit3d_ros.training.snd.config import SnDConfig
 from fit3d_ros.training.snd.gaussians import PixelGaussians, pixel_gaussians
-from fit3d_ros.training.snd.masks import (discontinuity_masks, folder_masks, resize_labels,
-                                          topic_masks)
+from fit3d_ros.training.snd.masks import (
+    discontinuity_masks,
+    folder_masks,
+    resize_labels,
+    topic_masks,
+)
 from fit3d_ros.training.snd.sampling import Triple, select_triples
 
 
@@ -93,7 +101,3 @@ def scene_id(scene: Scene) -> dict:
             "frames": [v.index for v in scene.views], "train": list(scene.train),
             "heldout": list(scene.heldout)}
 
-
-def frame_count(scenes: list[PreparedScene]) -> np.ndarray:
-    """Views per scene."""
-    return np.array([len(s.scene.views) for s in scenes])

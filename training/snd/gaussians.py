@@ -37,7 +37,7 @@ class PixelGaussians:
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
-    def to(self, device: str | torch.device) -> "PixelGaussians":
+    def to(self, device: str | torch.device) -> PixelGaussians:
         return PixelGaussians(*(getattr(self, k).to(device) for k in
                                 ("means", "quats", "scales", "opacities", "colors", "index")))
 

@@ -29,13 +29,18 @@ from torch import nn
 from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.models.checkpoint import atomic_save
 from fit3d_ros.training.fit3d.config import EvalConfig
-from fit3d_ros.training.fit3d.finetune import LoRALinear, add_lora, merge_lora, save_finetuned
+from fit3d_ros.training.fit3d.finetune import (
+    LoRALinear,
+    add_lora,
+    merge_lora,
+    save_finetuned,
+)
 from fit3d_ros.training.fit3d.scenes import Scene
 from fit3d_ros.training.fit3d.vit_features import build_spec_backbone, spec_dict
 from fit3d_ros.training.loop import run_steps, step_rng
 from fit3d_ros.training.resume import load_run_checkpoint, resume_checkpoint
 from fit3d_ros.training.snd.config import SnDConfig
-from fit3d_ros.training.snd.data import PreparedScene, prepare_scene, scene_id
+from fit3d_ros.training.snd.data import prepare_scene, scene_id
 from fit3d_ros.training.snd.evaluate import rendered_recall
 from fit3d_ros.training.snd.head import DINOHead, cosine_loss, dino_loss, update_center
 from fit3d_ros.training.snd.sampling import draw

@@ -9,8 +9,12 @@ import torch
 from fit3d_ros.kernels import quat_to_rotmat
 from fit3d_ros.threads import cpu_threads
 from fit3d_ros.training.fit3d.scenes import depth_in_color, load_scene, resize_rgb
-from fit3d_ros.training.snd.gaussians import (backproject, pixel_gaussians, render_features,
-                                              rotmat_to_quat)
+from fit3d_ros.training.snd.gaussians import (
+    backproject,
+    pixel_gaussians,
+    render_features,
+    rotmat_to_quat,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +48,7 @@ def test_rendering_reproduces_the_context_image(shared_data, scale_mode):
     own = _psnr(out[covered], rgb[covered])
     assert own > 25.0, own  # 26.5 dB measured (blur of the 0.45 px footprint)
     # the same Gaussians seen from a view 50 frames later no longer match its own image
-    _, rgb_far, _, _, vm_far = _view(scene, 9)
+    vm_far = _view(scene, 9)[4]
     _, alpha_far, out_far = render_features(g, feat, vm_far, K, 160, 120, backend="cpu")
     cov = alpha_far > 0.5
     assert _psnr(out_far[cov], rgb[cov]) < own - 6
