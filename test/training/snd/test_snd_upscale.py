@@ -1,15 +1,21 @@
 """Mask-aware upscaling (equals bilinear for a uniform mask, never mixes across a mask
-edge, matches a per-pixel reference) and masks from depth / colour discontinuities
-(connected components against a flood-fill reference)."""
+edge, matches a per-pixel reference), masks from depth / colour discontinuities
+(connected components against a flood-fill reference) and from a bag topic."""
 from __future__ import annotations
 
 from collections import deque
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from fit3d_ros.training.snd.masks import connected_components, discontinuity_masks
+from fit3d_ros.logs.bag import BagWriter
+from fit3d_ros.logs.convert import IMAGE
+from fit3d_ros.msgs import rosbags_types
+from fit3d_ros.msgs.image import numpy_to_image
+from fit3d_ros.training.snd.masks import (connected_components, discontinuity_masks,
+                                          resize_labels, topic_masks)
 from fit3d_ros.training.snd.upscale import mask_aware_upscale, patch_centre_labels
 
 
@@ -109,3 +115,18 @@ def test_masks_split_at_depth_and_colour_discontinuities():
     # smooth depth (a slanted plane) and smooth colour: one segment
     ramp = 2 + torch.linspace(0, 0.5, w)[None].expand(h, w)
     assert int(discontinuity_masks(torch.full((h, w, 3), 0.3), ramp).max()) == 0
+
+
+def test_masks_from_a_bag_topic_pair_by_stamp(tmp_path):
+    types = rosbags_types()
+    bag = tmp_path / "masks.mcap"
+    labs = {s: np.full((6, 8), s % 7, np.uint16) for s in (10, 20, 30)}
+    labs[20][:, 4:] = 9
+    with BagWriter(bag) as w:
+        for s, lab in labs.items():
+            w.write("/masks", IMAGE, s, numpy_to_image(lab, "16UC1", s, "cam", types))
+    got = topic_masks(bag, "/masks", [30, 20])
+    assert np.array_equal(got[0], labs[30]) and np.array_equal(got[1], labs[20])
+    assert resize_labels(got[1], 4, 3).tolist() == [[0, 0, 1, 1]] * 3
+    with pytest.raises(ValueError, match="no mask on /masks for 1 frames"):
+        topic_masks(bag, "/masks", [10, 15])
