@@ -14,8 +14,12 @@ from fit3d_ros.logs.bag import BagWriter
 from fit3d_ros.logs.convert import IMAGE
 from fit3d_ros.msgs import rosbags_types
 from fit3d_ros.msgs.image import numpy_to_image
-from fit3d_ros.training.snd.masks import (connected_components, discontinuity_masks,
-                                          resize_labels, topic_masks)
+from fit3d_ros.training.snd.masks import (
+    connected_components,
+    discontinuity_masks,
+    resize_labels,
+    topic_masks,
+)
 from fit3d_ros.training.snd.upscale import mask_aware_upscale, patch_centre_labels
 
 
