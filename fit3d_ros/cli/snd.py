@@ -32,6 +32,7 @@ def _snd(args: argparse.Namespace) -> int:
         steps=args.steps, lr=args.lr, lora_rank=args.lora_rank, render_width=args.width,
         upscale=args.upscale, loss=args.loss, prototypes=args.prototypes,
         blend=args.blend, save_every=args.save_every, seed=args.seed,
+        scale_mode=args.gaussian_scale, opacity_mode=args.gaussian_opacity,
         frozen_teacher=True if args.frozen_teacher else None)
     scenes = [load_scene(s, args.format, args.frames, args.holdout_every) for s in args.scene]
     r = snd_train(scenes, backbone_spec(args, cfg.token_budget), cfg, out, masks=args.masks,
@@ -76,6 +77,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prototypes", type=int, metavar="K", help="DINO head prototypes")
     p.add_argument("--blend", type=float, metavar="A",
                    help="semantic blending weight a (0.5; 1 = no blending)")
+    p.add_argument("--gaussian-scale", choices=["isotropic", "gradient"],
+                   help="Σ from the pixel footprint (default) or shaped by the depth gradient")
+    p.add_argument("--gaussian-opacity", choices=["fixed", "confidence"],
+                   help="α fixed (default) or lowered at depth discontinuities")
     p.add_argument("--masks", metavar="DIR", help="segment masks DIR/NNNNNN.png (frame index)")
     p.add_argument("--mask-topic", metavar="TOPIC", help="segment masks from a bag topic")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out recall")

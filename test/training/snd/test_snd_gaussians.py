@@ -3,6 +3,8 @@ pose (real 7-Scenes), invalid depth is dropped, the quaternion conversion invert
 rasterizer's, and the depth-gradient shape lies in the surface."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -95,3 +97,16 @@ def test_gradient_shape_lies_in_a_slanted_plane():
                           atol=1e-4)
     assert (g.scales[inner][:, 2] < g.scales[inner][:, 0]).all()
     assert (g.scales[inner][:, 0] > g.scales[inner][:, 1]).all()  # stretched along x (slant)
+
+
+def test_confidence_opacity_is_low_at_a_depth_step():
+    depth = torch.full((8, 10), 2.0)
+    depth[:, 5:] = 3.0
+    K = torch.tensor([[10.0, 0, 5], [0, 10.0, 4], [0, 0, 1]])
+    g = pixel_gaussians(depth, torch.rand(8, 10, 3), K, torch.eye(4), opacity=0.9,
+                        opacity_mode="confidence", depth_edge=0.05)
+    alpha = g.opacities.reshape(8, 10)
+    # central difference across the step: |3 - 2| / 2 / z
+    assert abs(float(alpha[4, 4]) - 0.9 * math.exp(-0.25 / 0.05)) < 1e-7
+    assert abs(float(alpha[4, 5]) - 0.9 * math.exp(-0.5 / 3 / 0.05)) < 1e-7
+    assert torch.allclose(alpha[:, [0, 1, 2, 3, 6, 7, 8, 9]], torch.tensor(0.9))

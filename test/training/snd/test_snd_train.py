@@ -23,9 +23,9 @@ from fit3d_ros.training.snd.config import SnDConfig
 from fit3d_ros.training.snd.train import snd_train
 
 SPEC = BackboneSpec(name="vit_tiny_test", random_init=True)
-SMALL = dict(steps=6, render_width=32, image_width=56, token_budget=12, head_hidden=32,
-             head_bottleneck=8, prototypes=64, save_every=2, lr=1e-3, ema_every=2,
-             ema_momentum=0.5)
+SMALL = {"steps": 6, "render_width": 32, "image_width": 56, "token_budget": 12,
+         "head_hidden": 32, "head_bottleneck": 8, "prototypes": 64, "save_every": 2,
+         "lr": 1e-3, "ema_every": 2, "ema_momentum": 0.5}
 
 
 @pytest.fixture(autouse=True)
