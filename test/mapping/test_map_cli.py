@@ -76,3 +76,29 @@ def test_map_without_transforms_is_a_clear_error(room_bag, tmp_path, capsys):
                  "--frame", "odom"]) == 2
     err = capsys.readouterr().err
     assert "6 without transform" in err and "odom" in err
+
+
+def test_map_from_checkpoint_replays_the_segmenter(room_bag, tmp_path, capsys):
+    """`--checkpoint`: clouds segmented by a (random, image-free) checkpoint via replay;
+    the map's classes and label histogram come from its output."""
+    import torch
+
+    from fit3d_ros.models import SpUNet, SpUNetConfig
+    from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = SpUNetConfig.tiny(in_channels=4, num_classes=len(S.CLASSES))
+    save_checkpoint(tmp_path / "seg.ckpt", Checkpoint(
+        "segmentation", cfg, SpUNet(cfg).state_dict(),
+        Preprocessing(cfg.voxel_size, ("xyz", "intensity"), None),
+        bag_classes([room_bag], None)))
+    out = tmp_path / "map"
+    assert main(["map", str(room_bag), "--checkpoint", str(tmp_path / "seg.ckpt"),
+                 "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["integrated"] == summary["clouds"] == 6
+    vmap = load_map(out)
+    assert vmap.class_names == list(S.CLASSES)
+    assert int(vmap.s.hits[:len(vmap)].sum()) == summary["points"] > 60_000
+    conf = vmap.confidence().numpy()
+    assert np.all((conf > 0) & (conf <= 1)) and conf.max() < 1  # softmax, not given labels
