@@ -194,6 +194,9 @@ def _check_workspace(ws: Path, src: Path, tmp_path: Path, base: Path) -> dict:
         assert wanted and sorted(p.name for p in (share / folder).iterdir()) == wanted, folder
     for name in ("fit3d-ros", "feature_node", "segmentation_node", "perception", "player"):
         assert os.access(install / "lib" / PACKAGE / name, os.X_OK), name
+        # colcon ties the shebang to the Python that ran it (README: the robot venv's)
+        with open(install / "lib" / PACKAGE / name) as f:
+            assert f.readline().strip() == f"#!{sys.executable}", name
 
     env = {"FIT3D_ROS_WS": str(ws), "FIT3D_ROS_SETUP_TEST": "1"}
     env_proc = _ok(_run(_sourced("env"), cwd=tmp_path, env=_env(**env)))

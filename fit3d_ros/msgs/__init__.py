@@ -6,6 +6,7 @@ every writer takes a `MsgTypes` (`rclpy_types()` or `rosbags_types()`) that says
 flavour to build. Failures raise `ConversionError` (a ValueError) naming the field.
 """
 from .camera_info import camera_info_to_model, model_to_camera_info
+from .features import feature_info, features_from_msg, features_from_msgs, features_to_msg
 from .image import (depth_to_image, encoding_layout, image_to_depth, image_to_numpy,
                     image_to_rgb, numpy_to_image)
 from .pointcloud2 import cloud_to_pointcloud2, pointcloud2_to_cloud, pointcloud2_to_numpy
@@ -16,7 +17,8 @@ from .types import (ConversionError, MsgTypes, header, ns_to_time, rclpy_types,
 
 __all__ = [
     "ConversionError", "MsgTypes", "camera_info_to_model", "cloud_to_pointcloud2",
-    "depth_to_image", "encoding_layout", "header", "image_to_depth", "image_to_numpy",
+    "depth_to_image", "encoding_layout", "feature_info", "features_from_msg",
+    "features_from_msgs", "features_to_msg", "header", "image_to_depth", "image_to_numpy",
     "image_to_rgb", "model_to_camera_info", "ns_to_time", "numpy_to_image",
     "pointcloud2_to_cloud", "pointcloud2_to_numpy", "rclpy_types", "rosbags_types",
     "rosbags_typestore", "stamp_to_ns", "tf_message_to_transforms",

@@ -9,7 +9,8 @@ decodes with one vectorised copy per field and no per-point loop. Column mapping
 0x00RRGGBB, or 3 x uint8) -> rgb (alpha is dropped); label -> int32; feature_0 ..
 feature_{C-1} (or one ``feature`` field with count C) -> feature, the per-point ViT
 features F_3D; anything else -> ``extra``. Written clouds are little-endian, packed,
-dense-flagged from the xyz values, with rgb as PCL's packed float32. Layouts whose
+dense-flagged from the xyz values, with rgb as PCL's packed float32 and label as PCL's
+uint32 (``PointXYZL``/``PointXYZRGBL``; negative labels are refused). Layouts whose
 fields overlap (x, y, z at one offset) or overrun ``point_step`` are rejected: they
 decode, but into wrong points.
 """
@@ -215,8 +216,11 @@ def cloud_to_pointcloud2(cloud: PointCloud, types: MsgTypes, *, stamp_ns: int | 
         rgb = cloud.rgb.astype(np.uint32)
         packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
         columns.append(("rgb", np.dtype("<f4"), 1, packed.view(np.float32), ["rgb"]))
-    if cloud.label is not None:
-        columns.append(("label", np.dtype("<i4"), 1, cloud.label, ["label"]))
+    if cloud.label is not None:  # PCL's PointXYZL: uint32 label (pcl::fromROSMsg matches types)
+        if len(cloud.label) and int(cloud.label.min()) < 0:
+            raise ConversionError(f"cloud label {int(cloud.label.min())} < 0 cannot be written "
+                                  "as PCL's uint32 label field")
+        columns.append(("label", np.dtype("<u4"), 1, cloud.label, ["label"]))
     if cloud.feature is not None:
         c = cloud.feature.shape[1]
         columns.append(("feature", np.dtype("<f4"), c, cloud.feature,

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from typing import Any, Callable
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
                              SingleThreadedExecutor)
+from rclpy.signals import SignalHandlerOptions
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -88,7 +92,7 @@ class NodeHealth:
         self._last_error_t = -1e18
         self.error_hold_s = 10.0  # diagnostics stay WARN this long after the last problem
         self._lock = threading.Lock()  # callbacks, timers and workers run on other threads
-        self._throttle = Throttle(throttle_s)
+        self.throttle = Throttle(throttle_s)  # period_s may change at run time
         self._string = String
         self._latency_pub = node.create_publisher(String, "~/latency_ms", 10)
         self._workers: dict[str, WorkerCounters] = {}
@@ -99,7 +103,9 @@ class NodeHealth:
             self._diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         except ImportError:  # diagnostic_msgs absent: counters stay on ~/latency_ms only
             node.get_logger().info("diagnostic_msgs not importable; /diagnostics disabled")
-        self._timer = node.create_timer(diagnostics_period_s, self.publish_diagnostics)
+        # steady (wall-clock) timer: under use_sim_time a ROS-time timer stops with /clock
+        self._timer = node.create_timer(diagnostics_period_s, self.publish_diagnostics,
+                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.extra_stats: Callable[[], dict[str, Any]] | None = None  # more diagnostics
 
     def count(self, key: str, n: int = 1) -> None:
@@ -118,7 +124,7 @@ class NodeHealth:
         with self._lock:
             self.counts[key] = seen = self.counts.get(key, 0) + 1
             self.last_error, self._last_error_t = message, time.monotonic()
-            ready = self._throttle.ready(throttle_key or key)
+            ready = self.throttle.ready(throttle_key or key)
         if ready:  # rclpy wants one severity per logging call site: two call sites
             if error:
                 self.node.get_logger().error(f"{message} (seen {seen}x)")
@@ -166,10 +172,60 @@ class NodeHealth:
         self._diag_pub.publish(msg)
 
 
-def declare(node: Node, name: str, default: Any, description: str = "") -> Any:
-    """Declare a parameter with a description and return its current value."""
-    return node.declare_parameter(
-        name, default, ParameterDescriptor(description=description)).value
+def declare(node: Node, name: str, default: Any, description: str = "", *,
+            read_only: bool = True, bounds: tuple[float, float] | None = None) -> Any:
+    """Declare a parameter and return its value. Start-up parameters are read-only (a
+    ``ros2 param set`` is refused instead of silently doing nothing); `bounds` (lo, hi)
+    becomes the descriptor's integer / floating-point range, enforced by rclpy."""
+    desc = ParameterDescriptor(description=description, read_only=read_only)
+    if bounds is not None:
+        lo, hi = bounds
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise TypeError(f"parameter {name}: bounds need a numeric default")
+        if isinstance(default, int):
+            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(lo),
+                                                            to_value=float(hi), step=0.0)]
+        desc.description += f" [{lo}, {hi}]"
+    return node.declare_parameter(name, default, desc).value
+
+
+class RuntimeParams:
+    """The parameters that may change while a node runs: each takes effect through
+    `apply(value)`, called at declaration and from one on-set callback (a ValueError
+    from `apply` refuses the set with its message)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._apply: dict[str, Callable[[Any], None]] = {}
+        node.add_on_set_parameters_callback(self._on_set)
+
+    def declare(self, name: str, default: Any, description: str,
+                apply: Callable[[Any], None], bounds: tuple[float, float] | None = None
+                ) -> Any:
+        value = declare(self.node, name, default, description + " (run time)",
+                        read_only=False, bounds=bounds)
+        apply(value)
+        self._apply[name] = apply
+        return value
+
+    def _on_set(self, params) -> SetParametersResult:
+        for param in params:  # rclpy checked read_only, type and range already
+            fn = self._apply.get(param.name)
+            if fn is None:
+                continue
+            try:
+                fn(param.value)
+            except (ValueError, TypeError) as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            self.node.get_logger().info(f"parameter {param.name} = {param.value!r}")
+        return SetParametersResult(successful=True)
+
+
+def rate_period(rate_hz: float) -> float:
+    """Throttle period of an output rate limit (0 Hz = no limit)."""
+    return 1.0 / rate_hz if rate_hz > 0 else 0.0
 
 
 def has_subscribers(*publishers: Any) -> bool:
@@ -180,9 +236,14 @@ def has_subscribers(*publishers: Any) -> bool:
 def run_node(factory, args: list[str] | None = None) -> int:
     """Init rclpy, build the node(s) (start-up errors → message + exit 1), spin until
     shutdown. `factory` returns one node, or a tuple of nodes served together by a
-    multi-threaded executor (the composed executable)."""
+    multi-threaded executor (the composed executable). SIGINT / SIGTERM (Ctrl-C, `ros2
+    launch` stopping) only set a flag: the spin loop ends, workers stop, exit 0, no
+    KeyboardInterrupt traceback from inside the teardown."""
     prefer_large_data_transport()
-    rclpy.init(args=args)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         try:
             made = factory()
@@ -195,14 +256,18 @@ def run_node(factory, args: list[str] | None = None) -> int:
         for node in nodes:
             executor.add_node(node)
         try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
+            while not stop.is_set() and rclpy.ok():  # short waits: the flag is seen soon
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
             pass
         finally:
             for node in nodes:  # out of the executor first: rclpy crashes otherwise
                 executor.remove_node(node)
                 node.destroy_node()
+            executor.shutdown()
     finally:
         if rclpy.ok():
             rclpy.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

@@ -1,8 +1,10 @@
-"""`feature_node`: RGB Image (+ CameraInfo) → ``~/features`` (32FC<C>) and ``~/features_pca``.
+"""`feature_node`: RGB Image → ``~/features`` (+ ``~/features/info``) and ``~/features_pca``.
 
 Design note: the callback only decodes and hands the newest frame to a latest-wins
 worker (sensor callbacks never wait on the ViT); nothing runs while nobody subscribes;
-the feature image has one pixel per ViT patch and the input header. Every knob is a
+the feature image has one pixel per ViT patch and the input header, channel-major
+``32FC1`` (`fit3d_ros.msgs.features`: cv_bridge misreads 32FC<C> above 512 channels),
+with the channel count on the latched ``~/features/info``. Every knob is a
 declared parameter; the model is built at start-up, and a missing or corrupt weights
 file ends the process with a clear error instead of a half-working node.
 """
@@ -13,13 +15,15 @@ from dataclasses import fields
 
 from rclpy.node import Node
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from fit3d_ros.msgs import ConversionError, image_to_rgb, numpy_to_image, rclpy_types, stamp_to_ns
 from fit3d_ros.pipeline import LatestWinsWorker
 from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor, PCAPreview
 from fit3d_ros.pipeline.shared import SharedResults
 
-from .common import NodeHealth, Throttle, declare, has_subscribers, qos_from_name, run_node
+from .common import (NodeHealth, RuntimeParams, Throttle, declare, has_subscribers,
+                     qos_from_name, rate_period, run_node)
 
 _DESCRIPTIONS = {
     "backbone": "ViT short name (dinov2_small, ...) or timm model name",
@@ -34,6 +38,9 @@ _DESCRIPTIONS = {
 }
 
 
+_BOUNDS = {"seed": (0, 2 ** 31 - 1), "token_budget": (0, 1_000_000)}
+
+
 def feature_config_from_params(node: Node) -> FeatureConfig:
     """Declare one parameter per FeatureConfig field (`mode` as `feature_mode`)."""
     values = {}
@@ -44,7 +51,8 @@ def feature_config_from_params(node: Node) -> FeatureConfig:
         if default is None:
             default = ""
         param = "feature_mode" if f.name == "mode" else f.name
-        values[f.name] = declare(node, param, default, _DESCRIPTIONS.get(param, ""))
+        values[f.name] = declare(node, param, default, _DESCRIPTIONS.get(param, ""),
+                                 bounds=_BOUNDS.get(param))
     values = {k: (None if v == "" and k in ("weights", "finetuned_weights") else v)
               for k, v in values.items()}
     values["token_budget"] = int(values["token_budget"]) or None
@@ -61,15 +69,26 @@ class FeatureNode(Node):
         self.shared = shared  # composed executable: one backbone pass per image
         qos = qos_from_name(declare(self, "qos", "sensor_data",
                                     "input QoS: sensor_data | reliable"))
-        self.publish_pca = declare(self, "publish_pca", True, "publish ~/features_pca")
         image_topic = declare(self, "image_topic", "image", "input RGB Image topic")
-        rate = declare(self, "rate_limit_hz", 0.0, "max output rate (0 = no limit)")
-        self._rate = Throttle(1.0 / rate if rate > 0 else 0.0)  # output rate limit
+        self._rate = Throttle(0.0)  # output rate limit
         self.types = rclpy_types()
         self.extractor = extractor or FeatureExtractor(self.cfg)
         self.pca = PCAPreview()
-        self.health = NodeHealth(self, declare(self, "throttle_s", 5.0, "warning period"))
+        self.health = NodeHealth(self)
+        runtime = RuntimeParams(self)
+        runtime.declare("publish_pca", True, "publish ~/features_pca",
+                        lambda v: setattr(self, "publish_pca", v))
+        runtime.declare("rate_limit_hz", 0.0, "max output rate (0 = no limit)",
+                        lambda v: setattr(self._rate, "period_s", rate_period(v)),
+                        bounds=(0.0, 1000.0))
+        runtime.declare("throttle_s", 5.0, "warning period (s)",
+                        lambda v: setattr(self.health.throttle, "period_s", v),
+                        bounds=(0.0, 3600.0))
         self.pub_features = self.create_publisher(Image, "~/features", 5)
+        # channel count and grid of ~/features (channel-major 32FC1), latched
+        self.pub_info = self.create_publisher(String, "~/features/info",
+                                              qos_from_name("transient_local", 1))
+        self._info = ""
         self.pub_pca = self.create_publisher(Image, "~/features_pca", 5)
         self.worker = LatestWinsWorker(self._process, on_error=self._on_error)
         self.health.watch_worker("features", self.worker.counters)
@@ -110,6 +129,11 @@ class FeatureNode(Node):
             else:
                 result = self.shared.get((frame, stamp), lambda: self.extractor(rgb))
         with self.health.latency.time("publish"):
+            info = result.info(backbone=self.extractor.cfg.backbone,
+                               mode=self.extractor.cfg.mode)
+            if info != self._info:  # latched: sent once per change of channels / grid
+                self.pub_info.publish(String(data=info))
+                self._info = info
             if self.pub_features.get_subscription_count():
                 self.pub_features.publish(result.to_image(stamp, frame, self.types))
             if self.publish_pca and self.pub_pca.get_subscription_count():

@@ -35,7 +35,8 @@ from fit3d_ros.sensors.sync import (StampGate, SyncMonitor, header_stamp_ns,
                                     make_ros_synchronizer, make_subscriber)
 from fit3d_ros.sensors.tf_buffer import TransformError
 
-from .common import NodeHealth, Throttle, declare, has_subscribers, qos_from_name, run_node
+from .common import (NodeHealth, RuntimeParams, Throttle, declare, has_subscribers,
+                     qos_from_name, rate_period, run_node)
 from .extrinsics import Extrinsics
 from .qos_match import QoSMatcher
 
@@ -55,7 +56,9 @@ class SegmentationNode(Node):
 
     def __init__(self, segmenter: Segmenter | None = None, **kwargs) -> None:
         super().__init__("segmentation_node", **kwargs)
-        p = lambda name, default, text: declare(self, name, default, text)  # noqa: E731
+        p = lambda name, default, text, bounds=None: declare(  # noqa: E731
+            self, name, default, text, bounds=bounds)
+        runtime = RuntimeParams(self)
         self.checkpoint = p("checkpoint", "", "segmentation checkpoint (fit3d-ros train-seg)")
         self.mode = p("mode", "ditr", "ditr | image_free | rgbd")
         device = p("device", "cpu", "torch device")
@@ -67,17 +70,22 @@ class SegmentationNode(Node):
         depth_info = p("depth_info_topic", "depth/camera_info", "depth CameraInfo (rgbd)")
         rgbd_image = p("rgbd_image_topic", "color/image_raw", "colour Image registered to "
                        "the depth camera (rgbd)")
-        slop = p("sync_slop_s", 0.1, "approximate-time sync slop (s)")
-        queue = p("sync_queue_size", 10, "sync queue per input")
-        rate = p("rate_limit_hz", 0.0, "max output rate (0 = no limit)")
-        self._rate = Throttle(1.0 / rate if rate > 0 else 0.0)  # output rate limit
-        self.with_features = p("publish_point_features", False, "publish ~/point_features")
-        extrinsics_file = p("extrinsics_file", "", "YAML static transforms (no tf2)")
-        tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)")
+        self._sync = self._monitor = None
+        slop = runtime.declare("sync_slop_s", 0.1, "approximate-time sync slop (s)",
+                               self._set_slop, bounds=(0.0, 10.0))
+        queue = p("sync_queue_size", 10, "sync queue per input", bounds=(1, 10_000))
+        self._rate = Throttle(0.0)  # output rate limit
+        runtime.declare("rate_limit_hz", 0.0, "max output rate (0 = no limit)",
+                        lambda v: setattr(self._rate, "period_s", rate_period(v)),
+                        bounds=(0.0, 1000.0))
+        runtime.declare("publish_point_features", False, "publish ~/point_features",
+                        lambda v: setattr(self, "with_features", v))
+        extrinsics_file = p("extrinsics_file", "", "YAML static transforms (no tf2), or "
+                            "static_transform_publisher arguments")
+        tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)", bounds=(0.0, 60.0))
         qos_name = p("qos", "auto", "input QoS: auto (reliability of the publishers) | "
                      "sensor_data | reliable")
         qos = qos_from_name(qos_name)
-        throttle = p("throttle_s", 5.0, "warning period (s)")
         limits = InputLimits(
             max_points=p("max_points", MAX_POINTS_DEFAULT, "points per cloud; more are "
                          "subsampled (counted: points_subsampled)"),
@@ -104,7 +112,10 @@ class SegmentationNode(Node):
                              "checkpoint: fit3d-ros train-seg --features xyz)")
         if self.mode == "ditr" and not self.segmenter.inject:
             self.get_logger().info("checkpoint has no 2D injection: images are not used")
-        self.health = NodeHealth(self, throttle)
+        self.health = NodeHealth(self)
+        runtime.declare("throttle_s", 5.0, "warning period (s)",
+                        lambda v: setattr(self.health.throttle, "period_s", v),
+                        bounds=(0.0, 3600.0))
         self.extrinsics = Extrinsics(self, extrinsics_file, tf_timeout)
         self.types = rclpy_types()
         self.infos: dict[str, CameraInfoHistory] = {}
@@ -123,7 +134,6 @@ class SegmentationNode(Node):
         images = [make_subscriber(self, Image, rgbd_image if n == "rgbd" else f"{n}/image_raw",
                                   qos) for n in cams]
         self.camera_names = cams
-        self._monitor: SyncMonitor | None = None
         self._qos_match = QoSMatcher(self, [first, *images], qos) if qos_name == "auto" else None
         first.registerCallback(lambda m: self.health.count("clouds_in"))
         if images:
@@ -160,6 +170,18 @@ class SegmentationNode(Node):
     def _on_sync_flush(self, dropped: int) -> None:
         self.health.warn("sync_flushed", f"input stamps jumped back (restarted log or "
                          f"clock): sync queues flushed ({dropped} messages)")
+
+    def _set_slop(self, slop_s: float) -> None:
+        """Run-time sync slop: ours keeps nanoseconds, message_filters a Duration."""
+        if self._sync is not None:
+            if hasattr(self._sync, "slop_ns"):
+                self._sync.slop_ns = int(slop_s * 1e9)
+            else:
+                old = self._sync.slop
+                self._sync.slop = (type(old)(seconds=slop_s) if hasattr(old, "nanoseconds")
+                                   else slop_s)
+        if self._monitor is not None:
+            self._monitor.slop_ns = int(slop_s * 1e9)
 
     def _on_info(self, name: str, msg) -> None:
         try:

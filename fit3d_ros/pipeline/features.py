@@ -20,7 +20,7 @@ import torch
 from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.models.backbones import FINETUNED, build_backbone
 from fit3d_ros.models.fit3d import FiT3DConfig, FiT3DFeatures
-from fit3d_ros.msgs import numpy_to_image
+from fit3d_ros.msgs import feature_info, features_to_msg
 from fit3d_ros.sensors import CameraModel
 
 Mode = Literal["original", "finetuned", "concat"]
@@ -68,9 +68,15 @@ class FeatureResult:
     input_size: tuple[int, int]  # (H', W') fed to the ViT
 
     def to_image(self, stamp_ns: int, frame_id: str, types) -> object:
-        """``~/features`` message: sensor_msgs/Image ``32FC<C>``, one pixel per patch."""
+        """``~/features`` message: channel-major ``32FC1`` Image (C·h rows, one column per
+        patch), decoded by `fit3d_ros.msgs.features_from_msg` with `info`'s channels."""
         feats = self.patch.permute(1, 2, 0).float().cpu().numpy()
-        return numpy_to_image(feats, f"32FC{feats.shape[2]}", stamp_ns, frame_id, types)
+        return features_to_msg(feats, stamp_ns, frame_id, types)
+
+    def info(self, **extra) -> str:
+        """``~/features/info`` JSON (layout, channels, grid) for these features."""
+        c, h, w = self.patch.shape
+        return feature_info(c, h, w, **extra)
 
 
 def build_feature_model(cfg: FeatureConfig) -> torch.nn.Module:

@@ -4,8 +4,9 @@ Design note: the same objects as the nodes (`FeatureExtractor`, `Segmenter`,
 `ApproximateTimeSynchronizer`, `SharedResults`) fed in log order, with extrinsics from
 the bag's own TF at each cloud's stamp (`logs.scene_io.replay`). Every frame is
 processed (no latest-wins dropping offline); bad messages are counted, reported and
-skipped. Outputs: ``outputs.mcap`` (features as 32FC<C> images, PCA previews, labelled
-clouds: viewable in Foxglove), ``metrics.json`` (per-stage latency p50/p90/p99, counts,
+skipped. Outputs: ``outputs.mcap`` (the live nodes' topics — features, their info, PCA
+previews, labelled clouds — plus the input cloud, images, CameraInfo and TF as recorded,
+so one Foxglove layout serves replay and robot), ``metrics.json`` (per-stage latency p50/p90/p99, counts,
 mIoU/accuracy when the clouds carry labels) and ``report.html`` (see `report`).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fit3d_ros.msgs import (
     numpy_to_image,
     pointcloud2_to_cloud,
     rosbags_types,
+    rosbags_typestore,
     stamp_to_ns,
 )
 from fit3d_ros.sensors import PointCloud
@@ -42,6 +44,19 @@ from .metrics import SegEvaluator
 from .report import write_report
 from .segmenter import Segmenter, ViewInput, labelled_cloud
 from .shared import SharedResults
+
+STRING, TF_MESSAGE = "std_msgs/msg/String", "tf2_msgs/msg/TFMessage"
+SEGMENTATION_TOPIC = "/segmentation_node/segmentation"  # the live node's topic
+
+
+def feature_namespaces(cams: list[str]) -> dict[str, str]:
+    """Where the live feature node publishes for each camera topic: ``/feature_node``
+    for one camera; with several, one node per camera in the camera's namespace
+    (``/cam_front/feature_node`` for ``/cam_front/image_raw``)."""
+    if len(cams) == 1:
+        return {cams[0]: "/feature_node"}
+    return {t: f"{t.rsplit('/', 1)[0]}/feature_node" for t in cams}
+
 
 IMAGE, CLOUD, INFO = ("sensor_msgs/msg/Image", "sensor_msgs/msg/PointCloud2",
                       "sensor_msgs/msg/CameraInfo")
@@ -136,6 +151,7 @@ class _Run:
         self.bev: list[tuple[PointCloud, np.ndarray]] = []
         self.evaluator = None
         self.writer = BagWriter(out / "outputs.mcap", overwrite=True)
+        self._string = rosbags_typestore().types[STRING]  # ~/features/info
 
     def _rgb(self, m):
         """The message's image, decoded once (on_image and on_frame both need it)."""
@@ -162,9 +178,15 @@ class _Run:
         with self.latency.time("preview"):
             preview = self.pca.setdefault(topic, PCAPreview())(result.patch)
         with self.latency.time("write"):
-            self.writer.write(f"{topic.rsplit('/', 1)[0]}/features", IMAGE, m.log_time_ns,
+            ns = self.feature_ns[topic]
+            info = result.info(backbone=self.extractor.cfg.backbone, mode=self.extractor.cfg.mode)
+            if info != self._info.get(topic):  # the live node latches it on each change
+                self.writer.write(f"{ns}/features/info", STRING, m.log_time_ns,
+                                  self._string(data=info))
+                self._info[topic] = info
+            self.writer.write(f"{ns}/features", IMAGE, m.log_time_ns,
                               result.to_image(stamp, frame, self.types))
-            self.writer.write(f"{topic.rsplit('/', 1)[0]}/features_pca", IMAGE, m.log_time_ns,
+            self.writer.write(f"{ns}/features_pca", IMAGE, m.log_time_ns,
                               numpy_to_image(preview, "rgb8", stamp, frame, self.types))
         shots = self.previews.setdefault(topic, [])
         if len(shots) < 2:
@@ -213,7 +235,7 @@ class _Run:
             self.latency.add(f"segment.{stage}", ms)
         out = labelled_cloud(cloud, result, self.segmenter.palette)
         with self.latency.time("write"):
-            self.writer.write("/segmentation", CLOUD, cloud_m.log_time_ns,
+            self.writer.write(SEGMENTATION_TOPIC, CLOUD, cloud_m.log_time_ns,
                               cloud_to_pointcloud2(out, self.types))
         self.counts.clouds_out += 1
         if self.cfg.on_labelled is not None:
@@ -249,10 +271,15 @@ class _Run:
                                            self.cfg.slop_s, matched)
         info_of = {v: k for k, v in infos.items() if v}
         wanted = set(cams) | set(info_of) | ({cloud_topic} if cloud_topic else set())
+        self.feature_ns = feature_namespaces(cams)
+        self._info: dict[str, str] = {}
+        copy = self._copy_tf()
         t_read = time.perf_counter()
         for m, buffer in bag_replay(self.path, sorted(wanted)):
             self.latency.add("read", (time.perf_counter() - t_read) * 1e3)
             state["buffer"] = buffer
+            with self.latency.time("write"):  # the inputs a viewer needs, as recorded
+                self.writer.write(m.topic, copy[m.topic], m.log_time_ns, m.msg)
             if m.topic in info_of:
                 try:
                     self.infos.setdefault(info_of[m.topic], CameraInfoHistory()).add(
@@ -275,6 +302,15 @@ class _Run:
             t_read = time.perf_counter()
         if progress:
             print()
+
+    def _copy_tf(self) -> dict[str, str]:
+        """Copies the bag's TF into the outputs; returns msgtype by topic of the bag."""
+        with BagReader(self.path) as bag:
+            types = {t: i.msgtype for t, i in bag.topics.items()}
+            tf = [t for t, ty in types.items() if ty == TF_MESSAGE]
+            for m in bag.messages(tf):
+                self.writer.write(m.topic, TF_MESSAGE, m.log_time_ns, m.msg)
+        return types
 
     def _guarded(self, fn, m, *args) -> None:
         """Run one message's processing; a failure is counted and reported, not fatal."""

@@ -145,14 +145,14 @@ def test_row_step_and_label_range_errors():
 def test_writer_layout_decoded_with_struct(types):
     cloud = PointCloud(stamp=7, frame_id="base_link",
                        xyz=[[1, 2, 3], [-4, 5.5, 6]], intensity=[0.25, 8],
-                       rgb=[[255, 0, 16], [1, 2, 3]], label=[-1, 19],
+                       rgb=[[255, 0, 16], [1, 2, 3]], label=[0, 19],
                        feature=[[0.5, 1.5], [2.5, 3.5]],
                        extra={"ring": np.array([3, 4], np.uint16),
                               "t": np.array([[1.0, 2.0], [3.0, 4.0]])})
     msg = cloud_to_pointcloud2(cloud, types)
     offsets = {f.name: (f.offset, f.datatype, f.count) for f in msg.fields}
     assert offsets == {"x": (0, F32, 1), "y": (4, F32, 1), "z": (8, F32, 1),
-                       "intensity": (12, F32, 1), "rgb": (16, F32, 1), "label": (20, I32, 1),
+                       "intensity": (12, F32, 1), "rgb": (16, F32, 1), "label": (20, U32, 1),
                        "feature_0": (24, F32, 1), "feature_1": (28, F32, 1),
                        "ring": (32, U16, 1), "t": (34, F64, 2)}
     assert msg.point_step == 50 and msg.row_step == 100 and msg.width == 2
@@ -163,7 +163,7 @@ def test_writer_layout_decoded_with_struct(types):
         assert struct.unpack_from("<ffff", p, 0) == (*cloud.xyz[k], cloud.intensity[k])
         r, g, b = cloud.rgb[k]
         assert struct.unpack_from("<I", p, 16)[0] == (int(r) << 16) | (int(g) << 8) | int(b)
-        assert struct.unpack_from("<i", p, 20)[0] == cloud.label[k]
+        assert struct.unpack_from("<I", p, 20)[0] == cloud.label[k]
         assert struct.unpack_from("<ff", p, 24) == tuple(cloud.feature[k])
         assert struct.unpack_from("<H", p, 32)[0] == cloud.extra["ring"][k]
         assert struct.unpack_from("<dd", p, 34) == tuple(cloud.extra["t"][k])
@@ -209,3 +209,16 @@ def test_rosbags_cdr_round_trip(shared_data):
     np.testing.assert_array_equal(got.xyz, cloud.xyz)
     np.testing.assert_array_equal(got.label, cloud.label)
     assert got.stamp == 10 ** 18 + 5 and not math.isnan(got.intensity.sum())
+
+
+def test_label_is_written_as_pcl_uint32_and_negative_labels_are_refused(types):
+    # PCL's PointXYZL / PointXYZRGBL declare `uint32 label`; pcl::fromROSMsg matches datatypes
+    big = PointCloud(stamp=1, frame_id="f", xyz=np.zeros((2, 3)), label=[7, 2 ** 31 - 1])
+    msg = cloud_to_pointcloud2(big, types)
+    (field,) = [f for f in msg.fields if f.name == "label"]
+    assert (field.datatype, field.count) == (U32, 1)
+    assert struct.unpack_from("<I", bytes(msg.data), msg.point_step + field.offset)[0] \
+        == 2 ** 31 - 1
+    with pytest.raises(ConversionError, match="uint32 label"):
+        cloud_to_pointcloud2(PointCloud(stamp=1, frame_id="f", xyz=np.zeros((2, 3)),
+                                        label=[3, -1]), types)

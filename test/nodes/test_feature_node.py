@@ -8,7 +8,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (ros extra)")
 
-from fit3d_ros.msgs import image_to_numpy, numpy_to_image, rclpy_types  # noqa: E402
+from fit3d_ros.msgs import features_from_msg, numpy_to_image, rclpy_types  # noqa: E402
 
 from .rosutil import ros_context, spin_until, start, stop  # noqa: E402
 
@@ -70,8 +70,8 @@ def test_feature_node_publishes_features_and_survives_bad_input(shared_data, ros
     msg = got["features"][-1]
     assert msg.header.frame_id == "cam_optical"
     assert msg.header.stamp.sec == 1_600_000_000 and msg.header.stamp.nanosec == 123_456_789
-    assert msg.encoding == "32FC48", log
-    feats = image_to_numpy(msg)
+    assert msg.encoding == "32FC1", log  # channel-major: cv_bridge-safe for any C
+    feats = features_from_msg(msg, 48)
     assert feats.shape[2] == 48 and feats.dtype == np.float32 and np.isfinite(feats).all()
     # aspect kept at about 200 patches of 14 px (KITTI is ~3.3:1)
     assert abs(feats.shape[1] / feats.shape[0] - rgb.shape[1] / rgb.shape[0]) < 0.6

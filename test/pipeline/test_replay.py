@@ -11,7 +11,8 @@ from fit3d_ros.logs.bag import BagReader, BagWriter
 from fit3d_ros.logs.convert import kitti_to_bag, semantickitti_to_bag
 from fit3d_ros.logs.datasets import read_kitti_object
 from fit3d_ros.logs.lidar_datasets import read_semantickitti
-from fit3d_ros.msgs import image_to_numpy, numpy_to_image, pointcloud2_to_cloud, rosbags_types
+from fit3d_ros.msgs import (features_from_msg, image_to_numpy, numpy_to_image,
+                            pointcloud2_to_cloud, rosbags_types)
 from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor
 from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
 from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
@@ -35,11 +36,17 @@ def test_replay_kitti_ditr_outputs(shared_data, tmp_path):
     seg = Segmenter(ckpt)
     ex = FeatureExtractor(seg.feature_config())
     with BagReader(tmp_path / "out" / "outputs.mcap") as out:
-        assert out.topics["/segmentation"].count == 2
-        assert out.topics["/camera/color/features"].count == 2
-        assert out.topics["/camera/color/features_pca"].count == 2
-        clouds = [m.msg for m in out.messages(["/segmentation"])]
-        feats = [m.msg for m in out.messages(["/camera/color/features"])]
+        assert out.topics["/segmentation_node/segmentation"].count == 2
+        assert out.topics["/feature_node/features"].count == 2
+        assert out.topics["/feature_node/features_pca"].count == 2
+        clouds = [m.msg for m in out.messages(["/segmentation_node/segmentation"])]
+        feats = [m.msg for m in out.messages(["/feature_node/features"])]
+        (info,) = [m.msg.data for m in out.messages(["/feature_node/features/info"])]
+        # the inputs a viewer needs are copied as recorded (replay = live topics)
+        with BagReader(bag) as src:
+            for topic, meta in src.topics.items():
+                assert out.topics[topic].count == meta.count, topic
+                assert out.topics[topic].msgtype == meta.msgtype, topic
     for frame, cmsg, fmsg in zip(frames, clouds, feats):
         direct = seg(frame.cloud, [ViewInput(frame.image.rgb, frame.camera,
                                              frame.T_cam_velo.matrix)])
@@ -47,7 +54,8 @@ def test_replay_kitti_ditr_outputs(shared_data, tmp_path):
         np.testing.assert_array_equal(got.xyz, frame.cloud.xyz)
         assert np.mean(got.label == direct.labels) > 0.99
         expected = ex(frame.image.rgb).patch.permute(1, 2, 0).numpy()
-        np.testing.assert_allclose(image_to_numpy(fmsg), expected, atol=1e-5)
+        assert fmsg.encoding == "32FC1" and json.loads(info)["channels"] == expected.shape[2]
+        np.testing.assert_allclose(features_from_msg(fmsg, info), expected, atol=1e-5)
     page = (tmp_path / "out" / "report.html").read_text()
     pngs = re.findall(r"src='([^']+\.png)'", page)
     assert len(pngs) >= 4 and all((tmp_path / "out" / p).is_file() for p in pngs)
@@ -102,9 +110,11 @@ def test_replay_feature_backbone_does_not_replace_the_checkpoints(shared_data, t
     assert plain["frames_out"] == mixed["frames_out"] == 1
     with BagReader(tmp_path / "a" / "outputs.mcap") as a, \
             BagReader(tmp_path / "b" / "outputs.mcap") as b:
-        la = pointcloud2_to_cloud(next(a.messages(["/segmentation"])).msg).label
-        lb = pointcloud2_to_cloud(next(b.messages(["/segmentation"])).msg).label
-        fa = image_to_numpy(next(a.messages(["/camera/color/features"])).msg)
-        fb = image_to_numpy(next(b.messages(["/camera/color/features"])).msg)
+        la = pointcloud2_to_cloud(next(a.messages(["/segmentation_node/segmentation"])).msg).label
+        lb = pointcloud2_to_cloud(next(b.messages(["/segmentation_node/segmentation"])).msg).label
+        fa = features_from_msg(next(a.messages(["/feature_node/features"])).msg,
+                               next(a.messages(["/feature_node/features/info"])).msg.data)
+        fb = features_from_msg(next(b.messages(["/feature_node/features"])).msg,
+                               next(b.messages(["/feature_node/features/info"])).msg.data)
     np.testing.assert_array_equal(la, lb)
     assert fa.shape[0] * fa.shape[1] > 2 * fb.shape[0] * fb.shape[1]  # 150 vs 40 tokens
