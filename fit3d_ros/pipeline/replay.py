@@ -147,7 +147,7 @@ class _Run:
                 lambda v: self.shared.get((tag, *v.key), lambda: seg_ex(v.rgb)))
         self.pca: dict[str, PCAPreview] = {}
         self.infos: dict[str, CameraInfoHistory] = {}
-        self.previews: dict[str, list[np.ndarray]] = {}
+        self.previews: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # (rgb, PCA)
         self.bev: list[tuple[PointCloud, np.ndarray]] = []
         self.evaluator = None
         self.writer = BagWriter(out / "outputs.mcap", overwrite=True)
@@ -190,9 +190,9 @@ class _Run:
                               numpy_to_image(preview, "rgb8", stamp, frame, self.types))
         shots = self.previews.setdefault(topic, [])
         if len(shots) < 2:
-            shots.append(preview)
+            shots.append((rgb, preview))
         else:
-            shots[1] = preview
+            shots[1] = (rgb, preview)
         self.counts.features_out += 1
 
     def on_frame(self, cloud_m, image_ms: list, cams: list[str], buffer) -> None:

@@ -36,5 +36,5 @@ def test_demo_runs_end_to_end_and_says_weights_are_random(tmp_path):
     metrics = json.loads((tmp_path / "replay" / "metrics.json").read_text())
     assert metrics["frames_out"] == 1 and "RANDOM-INIT" in metrics["weights"]
     page = (tmp_path / "replay" / "report.html").read_text()
-    assert "Random weights" in page and "bev_first.png" in page
+    assert "Random weights" in page and "alt='bev first'" in page and "id='iou'" in page
     assert (tmp_path / "demo.json").is_file() and (tmp_path / "replay" / "outputs.mcap").is_file()

@@ -16,6 +16,10 @@ pytestmark = pytest.mark.ros
 def test_composed_runs_backbone_once_per_image(shared_data, tmp_path, ros_env):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image, PointCloud2
+    from std_msgs.msg import String
+
+    from fit3d_ros.msgs import features_from_msg
+    from fit3d_ros.nodes.common import qos_from_name
 
     bag = tmp_path / "kitti.mcap"
     kitti_to_bag(shared_data / "kitti" / "object", bag, frames=["000000", "000001"])
@@ -26,7 +30,7 @@ def test_composed_runs_backbone_once_per_image(shared_data, tmp_path, ros_env):
                   "-p", f"cloud_topic:={KITTI_TOPICS['cloud']}", "-p", f"extrinsics_file:={extr}",
                   "-p", "qos:=reliable", "-r", f"image:={KITTI_TOPICS['image']}"], ros_env)
     player = play(bag, ros_env, 500)
-    got: dict[str, list] = {"seg": [], "feat": [], "diag": []}
+    got: dict[str, list] = {"seg": [], "feat": [], "info": [], "diag": []}
 
     def stats() -> dict[str, int]:
         out: dict[str, int] = {}
@@ -72,6 +76,8 @@ def test_composed_runs_backbone_once_per_image(shared_data, tmp_path, ros_env):
             probe.create_subscription(PointCloud2, "/segmentation_node/segmentation",
                                       got["seg"].append, 10)
             probe.create_subscription(Image, "/feature_node/features", got["feat"].append, 10)
+            probe.create_subscription(String, "/feature_node/features/info", got["info"].append,
+                                      qos_from_name("transient_local", 1))
             probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 50)
             ok = spin_until(ctx, probe, done, 400, proc)
             if ok:
@@ -89,4 +95,9 @@ def test_composed_runs_backbone_once_per_image(shared_data, tmp_path, ros_env):
             + max(v for k, v in s.items() if k.endswith("segmentation_node:clouds_out")))
     assert calls == computed            # every backbone pass went through the shared cache
     assert reused >= 1 and calls < uses  # and at least one image served both nodes
-    assert got["feat"][-1].encoding == "32FC48"
+    # channel-major 32FC1 (README "feature images"): 48 channels of the tiny checkpoint's
+    # ViT, reassembled with the latched ~/features/info
+    msg = got["feat"][-1]
+    assert msg.encoding == "32FC1" and got["info"], got["info"]
+    feats = features_from_msg(msg, got["info"][-1].data)
+    assert feats.shape == (msg.height // 48, msg.width, 48) and feats.std() > 0
