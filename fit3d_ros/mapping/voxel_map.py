@@ -4,7 +4,8 @@ Design note: SAB3R's "Map and Locate" (METHODS.md §4) for a robot with poses: e
 segmented cloud is moved into the map frame (default ``map``) and accumulated per voxel:
 a label histogram (points per class), the summed segmentation confidence, the running
 mean, min and max of the points (centroids and tight boxes for instances), the running
-mean of point features when given, the hit count and the last-seen stamp. The voxels
+mean of point features when given (all-zero rows, e.g. points no camera saw, count as
+no feature), the hit count and the last-seen stamp. The voxels
 live in dense torch tensors on the map's device, found through `VoxelHash`, so one
 `integrate` costs O(points added) (a sort for the frame's unique voxels, one hashed
 probe per voxel, scatter-adds); nothing goes back to numpy per frame. Memory is bounded:
@@ -237,9 +238,12 @@ class VoxelMap:
             if s.feat is None:
                 s.feat = torch.zeros(s.hits.shape[0], feat.shape[1], device=self.device)
                 s.feat_hits = torch.zeros(s.hits.shape[0], dtype=torch.int64, device=self.device)
-            ftotal = s.feat_hits[slots] + cnt
+            # all-zero rows are "no feature" (points no camera saw): not in the mean
+            fcnt = torch.zeros(u, dtype=torch.int64, device=self.device).index_add_(
+                0, inv, (feat != 0).any(dim=1).long())
+            ftotal = s.feat_hits[slots] + fcnt
             fsum = torch.zeros(u, feat.shape[1], device=self.device).index_add_(0, inv, feat)
-            s.feat[slots] += (fsum - cnt[:, None] * s.feat[slots]) / ftotal[:, None]
+            s.feat[slots] += (fsum - fcnt[:, None] * s.feat[slots]) / ftotal.clamp(min=1)[:, None]
             s.feat_hits[slots] = ftotal
 
     def _grow(self, n: int) -> None:

@@ -130,7 +130,8 @@ class FeatureNode(Node):
                 result = self.shared.get((frame, stamp), lambda: self.extractor(rgb))
         with self.health.latency.time("publish"):
             info = result.info(backbone=self.extractor.cfg.backbone,
-                               mode=self.extractor.cfg.mode)
+                               mode=self.extractor.cfg.mode, image_width=rgb.shape[1],
+                               image_height=rgb.shape[0])  # pixel queries' coordinates
             if info != self._info:  # latched: sent once per change of channels / grid
                 self.pub_info.publish(String(data=info))
                 self._info = info

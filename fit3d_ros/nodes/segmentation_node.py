@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -63,6 +64,8 @@ class SegmentationNode(Node):
         self.mode = p("mode", "ditr", "ditr | image_free | rgbd")
         device = p("device", "cpu", "torch device")
         view = p("view", "center", "camera choice for multi-view points: center|first|random")
+        dtype = p("dtype", "float32", "ViT precision float32 | bfloat16 | float16 (CUDA: "
+                  "the U-Net under autocast too; CPU: U-Net float32)")
         self.cameras = list(p("cameras", ["camera"], "camera names: NAME/image_raw + "
                               "NAME/camera_info"))
         cloud_topic = p("cloud_topic", "points", "LiDAR PointCloud2 topic")
@@ -80,8 +83,15 @@ class SegmentationNode(Node):
                         bounds=(0.0, 1000.0))
         runtime.declare("publish_point_features", False, "publish ~/point_features",
                         lambda v: setattr(self, "with_features", v))
-        extrinsics_file = p("extrinsics_file", "", "YAML static transforms (no tf2), or "
-                            "static_transform_publisher arguments")
+        feature_source = p("point_features_source", "auto", "~/point_features: vit (each "
+                           "point's ViT patch feature f^2D, the space of pixel queries; "
+                           "zeros and visible 0 where no camera sees it) | unet (last "
+                           "decoder features) | auto (vit when the checkpoint injects 2D "
+                           "features and images are used, else unet)")
+        extrinsics_file = p("extrinsics_file", "", "YAML file of static transforms: the extrinsics "
+                            "without tf2_ros, added to tf2's tree with it; entries {parent, "
+                            "child, translation, rotation | rpy} or static_transform_publisher "
+                            "argument strings (fit3d-ros bag extrinsics dumps a bag's)")
         tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)", bounds=(0.0, 60.0))
         qos_name = p("qos", "auto", "input QoS: auto (reliability of the publishers) | "
                      "sensor_data | reliable")
@@ -102,9 +112,10 @@ class SegmentationNode(Node):
             raise ValueError("parameter checkpoint is required (a SEG.ckpt from "
                              "`fit3d-ros train-seg`)")
         self.segmenter = segmenter or Segmenter(self.checkpoint, device=device, view=view,
-                                                limits=limits)
+                                                limits=limits, dtype=dtype)
         if segmenter is not None:
             segmenter.limits = limits
+        self.point_source = self._point_source(feature_source)
         needs = set(self.segmenter.pre.input_features) - {"xyz"}
         if self.mode == "rgbd" and needs:
             raise ValueError(f"checkpoint {self.checkpoint} needs input features {sorted(needs)}"
@@ -123,7 +134,8 @@ class SegmentationNode(Node):
         self.pub_feat = self.create_publisher(PointCloud2, "~/point_features", 5)
         self.worker = LatestWinsWorker(self._process, on_error=self._on_error)
         self.health.watch_worker("segmentation", self.worker.counters)
-        use_images = self.mode == "rgbd" or (self.mode == "ditr" and self.segmenter.inject)
+        use_images = self.mode == "rgbd" or (self.mode == "ditr" and (
+            self.segmenter.inject or self.point_source == "vit"))
         cams = (["rgbd"] if self.mode == "rgbd" else self.cameras) if use_images else []
         for name in cams:
             topic = depth_info if name == "rgbd" else f"{name}/camera_info"
@@ -151,6 +163,24 @@ class SegmentationNode(Node):
             first.registerCallback(lambda m: self._on_synced(m))
         self.get_logger().info(f"segmentation_node ready: mode {self.mode}, "
                                f"{len(self.segmenter.class_names)} classes, cameras {cams}")
+
+    def _point_source(self, source: str) -> str:
+        """Resolve `point_features_source` (a clear start-up error where vit cannot be)."""
+        if source == "auto" and self.mode == "image_free":
+            source = "unet"
+        if source == "vit" and self.mode == "image_free":
+            raise ValueError("parameter point_features_source vit needs camera images: "
+                             "not in mode image_free (use unet)")
+        try:
+            return self.segmenter.set_point_features(source)
+        except ValueError as exc:
+            raise ValueError(f"parameter point_features_source: {exc}") from exc
+
+    def _visible(self, result) -> dict:
+        """``visible`` (uint8) of vit point features: 0 = no camera saw the point (zeros)."""
+        if self.point_source != "vit" or result.visible is None:
+            return {}
+        return {"visible": result.visible.astype(np.uint8)}
 
     # ------------------------------------------------------------------ callbacks
     def _check_sync(self) -> None:
@@ -304,7 +334,8 @@ class SegmentationNode(Node):
             self.pub.publish(cloud_to_pointcloud2(out, self.types))
             if feats is not None and self.pub_feat.get_subscription_count():
                 self.pub_feat.publish(cloud_to_pointcloud2(
-                    PointCloud(out.stamp, out.frame_id, out.xyz, feature=feats), self.types))
+                    PointCloud(out.stamp, out.frame_id, out.xyz, feature=feats,
+                               extra=self._visible(result)), self.types))
         self.health.count("clouds_out")
         stages = {**self.health.latency.last(), **{f"model.{k}": v for k, v in
                                                    self.segmenter.latency.last().items()}}

@@ -9,9 +9,14 @@ brings per-point features; a cloud whose features do not come within
 ``feature_wait_s`` is integrated without them (counted). ``~/map`` (x, y, z, label,
 confidence, rgb: one point per voxel) is published at ``map_rate_hz`` while someone
 listens. Queries arrive as JSON strings on ``~/locate``: ``{"class": "car"}`` (optional
-``near``, ``min_points``) or ``{"image_topic": T, "u": U, "v": V}`` (the newest 32FC<C>
-feature image on T, one of ``feature_topics``; U, V in pixels of an image of
-``width`` x ``height``, default the feature grid) and are answered on
+``near``, ``min_points``) or ``{"image_topic": T, "u": U, "v": V}`` (the newest feature
+image on T, one of ``feature_topics``, decoded with its latched ``T/info`` by
+`msgs.features_from_msg`; U, V in pixels of an image of ``width`` x ``height``, default
+the source image's size from ``T/info``, else the feature grid). Pixel queries compare
+the clicked patch's ViT feature with the voxels' mean point features, so the map must be
+fed ViT features of the same backbone: the segmentation node's ``~/point_features`` with
+``point_features_source`` vit (its default for injecting checkpoints); points no camera
+saw (``visible`` 0, zero features) do not enter the feature mean. Queries are answered on
 ``~/locate_result`` (JSON, the request echoed), plus boxes as
 ``visualization_msgs/MarkerArray`` on ``~/markers`` where that package is importable.
 Integration is cheap (milliseconds per cloud) and runs in the subscription callback, so
@@ -34,7 +39,7 @@ from fit3d_ros.mapping import MapConfig, VoxelMap, locate, locate_feature
 from fit3d_ros.mapping.instances import Instance
 from fit3d_ros.models.checkpoint import load_checkpoint
 from fit3d_ros.models.classes import load_classes
-from fit3d_ros.msgs import (ConversionError, cloud_to_pointcloud2, image_to_numpy,
+from fit3d_ros.msgs import (ConversionError, cloud_to_pointcloud2, features_from_msg,
                             pointcloud2_to_cloud, rclpy_types)
 from fit3d_ros.sensors import PointCloud
 from fit3d_ros.sensors.tf_buffer import TransformError
@@ -69,7 +74,8 @@ class SemanticMapNode(Node):
         self.feature_wait_s = p("feature_wait_s", 0.5, "integrate a cloud without features "
                                 "when they do not come within this time (s)")
         self.feature_topics = list(p("feature_topics", ["feature_node/features"],
-                                     "32FC<C> feature images for pixel queries"))
+                                     "feature images (+ latched TOPIC/info) for pixel "
+                                     "queries: feature_node's ~/features"))
         rate = p("map_rate_hz", 1.0, "~/map publishing rate (Hz)")
         self.min_points = p("min_instance_points", 5, "smallest instance (points)")
         self.gap = p("cluster_gap", 1, "clustering: voxels within this many cells are "
@@ -77,7 +83,10 @@ class SemanticMapNode(Node):
         classes_spec = p("classes", "", "class map: builtin name or JSON (default: the "
                          "checkpoint's)")
         checkpoint = p("checkpoint", "", "segmentation checkpoint (for its class names)")
-        extrinsics_file = p("extrinsics_file", "", "YAML static transforms (no tf2)")
+        extrinsics_file = p("extrinsics_file", "", "YAML file of static transforms: the extrinsics "
+                            "without tf2_ros, added to tf2's tree with it; entries {parent, "
+                            "child, translation, rotation | rpy} or static_transform_publisher "
+                            "argument strings (fit3d-ros bag extrinsics dumps a bag's)")
         tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)")
         qos = qos_from_name(p("qos", "sensor_data", "input QoS: sensor_data | reliable"))
         throttle = p("throttle_s", 5.0, "warning period (s)")
@@ -94,6 +103,7 @@ class SemanticMapNode(Node):
         self._lock = threading.Lock()  # composed process: other nodes' threads
         self._pending: dict[tuple[str, int], tuple[float, PointCloud | None, Any]] = {}
         self._features: dict[str, Any] = {}
+        self._feature_info: dict[str, str] = {}  # topic -> latched ~/features/info JSON
         self.pub_map = self.create_publisher(PointCloud2, "~/map", 1)
         self.pub_result = self.create_publisher(String, "~/locate_result", 10)
         self.pub_markers = _marker_publisher(self)
@@ -104,6 +114,9 @@ class SemanticMapNode(Node):
         for topic in self.feature_topics:
             self.create_subscription(Image, topic, lambda m, t=topic: self._features.__setitem__(
                 t, m), qos)
+            self.create_subscription(String, f"{topic}/info", lambda m, t=topic:
+                                     self._feature_info.__setitem__(t, m.data),
+                                     qos_from_name("transient_local", 1))
         self.create_subscription(String, "~/locate", self._on_locate, 10)
         self.create_timer(1.0 / rate, self._publish_map)
         self.get_logger().info(f"semantic_map_node ready: frame {cfg.frame}, voxel "
@@ -142,13 +155,17 @@ class SemanticMapNode(Node):
             if cloud is not None:
                 self.health.warn("bad_features", "point features cloud without features")
             return
+        feature = cloud.feature
+        if "visible" in cloud.extra:  # unseen points: zeros, kept out of the feature mean
+            feature = np.where(cloud.extra["visible"][:, None] != 0, feature, 0).astype(
+                np.float32)
         key = (cloud.frame_id, cloud.stamp)
         with self._lock:
             waiting = self._pending.pop(key, None)
             if waiting is None or waiting[1] is None:
-                self._pending[key] = (time.monotonic(), None, cloud.feature)
+                self._pending[key] = (time.monotonic(), None, feature)
                 return
-        self._integrate(waiting[1], cloud.feature)
+        self._integrate(waiting[1], feature)
 
     def _flush_pending(self) -> None:
         now = time.monotonic()
@@ -234,10 +251,19 @@ class SemanticMapNode(Node):
         if msg is None:
             raise ValueError(f"no feature image received on {topic!r} (feature_topics: "
                              f"{self.feature_topics})")
-        feats = image_to_numpy(msg)
-        feats = feats.reshape(feats.shape[0], feats.shape[1], -1)
+        info = next((i for t, i in self._feature_info.items()
+                     if t.strip("/") == topic.strip("/")), None)
+        if info is None and msg.encoding == "32FC1":
+            raise ValueError(f"no {topic}/info received: the channel-major 32FC1 feature "
+                             "image cannot be decoded without its channel count")
+        try:
+            feats = features_from_msg(msg, info)
+        except ConversionError as exc:
+            raise ValueError(f"feature image on {topic!r}: {exc}") from exc
         h, w = feats.shape[:2]
-        sx, sy = w / float(req.get("width", w)), h / float(req.get("height", h))
+        meta = json.loads(info) if info else {}
+        sx = w / float(req.get("width", meta.get("image_width", w)))
+        sy = h / float(req.get("height", meta.get("image_height", h)))
         col, row = int(float(req["u"]) * sx), int(float(req["v"]) * sy)
         if not (0 <= col < w and 0 <= row < h):
             raise ValueError(f"pixel ({req['u']}, {req['v']}) is outside the image")

@@ -10,9 +10,19 @@ checkpoint's backbone spec, or from a function given to `share_features` so the 
 node computes them once per image. The input limits (`limits`: non-finite, out-of-range
 points dropped, subsampled above ``max_points``) run first, as their own step; the result
 refers to the kept points (`kept` mask over the input, `drops` says why the others went).
+Per-point features (``with_features``) are the U-Net's last decoder features or, with
+`set_point_features` ``vit``, each point's ViT patch feature f^2D (zeros where unseen):
+the space of a clicked pixel's feature, so a map of them answers pixel queries.
+Precision (`dtype`): the ViT runs in float32, bfloat16 or float16; on CUDA the U-Net runs
+under ``torch.autocast`` in that dtype (spconv's convolutions cast their inputs to fp16
+there: ``custom_fwd(cast_inputs=torch.float16)`` in ``spconv.pytorch.functional``), on
+CPU it stays float32 (spconv's CPU kernels have no bfloat16). Labels and confidences are
+computed from float32 logits.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,9 +36,12 @@ from fit3d_ros.models.preprocess import centered, input_features
 from fit3d_ros.sensors import CameraModel, PointCloud
 from fit3d_ros.threads import cpu_threads
 
-from .features import FeatureConfig, FeatureExtractor, FeatureResult
+from .features import DTYPES, FeatureConfig, FeatureExtractor, FeatureResult
 from .latency import LatencyStats, device_sync
 from .limits import InputLimits, PointDrops, limit_mask
+
+
+POINT_FEATURE_SOURCES = ("auto", "vit", "unet")
 
 
 @dataclass
@@ -47,7 +60,8 @@ class SegmentationResult:
     confidence: np.ndarray           # (M,) float32 softmax probability of the label
     kept: np.ndarray                 # (N,) bool: input points that were segmented
     visible: np.ndarray | None       # (M,) bool: seen by a camera (DITR), else None
-    point_features: np.ndarray | None = None  # (M, C) last decoder features, if asked
+    point_features: np.ndarray | None = None  # (M, C) if asked: `point_features` source
+    # (U-Net decoder features, or the ViT f^2D of each point's patch: 0 where unseen)
     drops: PointDrops = field(default_factory=PointDrops)  # input points not segmented
 
 
@@ -64,9 +78,12 @@ class Segmenter:
     """Runs a segmentation checkpoint on clouds (no ROS)."""
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", view: str = "center",
-                 limits: InputLimits | None = None) -> None:
+                 limits: InputLimits | None = None, dtype: str = "float32") -> None:
         if view not in VIEW_CHOICES:  # before the (slow) checkpoint load
             raise ValueError(f"view must be one of {VIEW_CHOICES}, got {view!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.dtype = dtype
         self.ckpt = load_checkpoint(checkpoint, map_location=device)
         if self.ckpt.kind != "segmentation":
             raise ValueError(f"{checkpoint}: a {self.ckpt.kind} checkpoint has no "
@@ -82,6 +99,7 @@ class Segmenter:
         self._feature_fn: Callable[[ViewInput], FeatureResult] | None = None
         if self.inject:
             self.extractor = FeatureExtractor(self.feature_config(device))
+        self.point_features = "unet"  # what with_features returns (`set_point_features`)
 
     @property
     def class_names(self) -> list[str]:
@@ -95,7 +113,29 @@ class Segmenter:
         """The 2D feature settings this checkpoint was trained with."""
         if self.pre.backbone is None:
             raise ValueError("this checkpoint has no 2D backbone (image-free model)")
-        return FeatureConfig.from_spec(self.pre.backbone, device)
+        return dataclasses.replace(FeatureConfig.from_spec(self.pre.backbone, device),
+                                   dtype=self.dtype)
+
+    def unet_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast in `dtype` for the U-Net on CUDA; float32 elsewhere (see the note)."""
+        if self.device.type != "cuda" or self.dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=DTYPES[self.dtype])
+
+    def set_point_features(self, source: str) -> str:
+        """Per-point features of `with_features`: ``unet`` (last decoder features),
+        ``vit`` (DITR's f^2D: each point's ViT patch feature, the space of a clicked
+        pixel's feature; zeros where no camera sees the point) or ``auto`` (vit when the
+        checkpoint injects 2D features, else unet). Returns the resolved source."""
+        if source not in POINT_FEATURE_SOURCES:
+            raise ValueError(f"point features source must be one of {POINT_FEATURE_SOURCES},"
+                             f" got {source!r}")
+        if source == "auto":
+            source = "vit" if self.inject else "unet"
+        if source == "vit" and self.extractor is None:  # raises without a 2D backbone
+            self.extractor = FeatureExtractor(self.feature_config(str(self.device)))
+        self.point_features = source
+        return source
 
     def share_features(self, feature_fn: Callable[[ViewInput], FeatureResult]) -> None:
         """Take 2D features from `feature_fn` (e.g. a per-image cache) instead of running
@@ -112,7 +152,8 @@ class Segmenter:
 
     def _point_2d(self, xyz: np.ndarray, views: Sequence[ViewInput]
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        dim = int(self.ckpt.model_config.feat_2d_dim)
+        dim = int(self.ckpt.model_config.feat_2d_dim) if self.inject else \
+            self.extractor.embed_dim  # f^2D only for `point_features` vit
         pts = torch.from_numpy(xyz).to(self.device)
         if not views:  # zero features, no latency samples
             return point_features_from_maps(pts, [], [], [], 0, dim=dim)
@@ -141,12 +182,15 @@ class Segmenter:
         xyz_c = centered(cloud.xyz)
         with self.latency.time("preprocess"):
             feats = torch.from_numpy(self._input_features(cloud, xyz_c)).to(self.device)
-        kw, visible = {}, None
-        if self.inject:
+        kw, visible, f2d = {}, None, None
+        vit_points = with_features and self.point_features == "vit"
+        if self.inject or vit_points:
             f2d, vis = self._point_2d(cloud.xyz, views)
-            kw = {"feat_2d": f2d, "visible_2d": vis}  # already on self.device
             visible = vis.cpu().numpy()
-        with self.latency.time("unet"), cpu_threads(1 if self.device.type == "cpu" else None):
+            if self.inject:
+                kw = {"feat_2d": f2d, "visible_2d": vis}  # already on self.device
+        with self.latency.time("unet"), self.unet_autocast(), \
+                cpu_threads(1 if self.device.type == "cpu" else None):
             out = self.model(torch.from_numpy(xyz_c).to(self.device), feats, **kw)
             prob = torch.softmax(out.logits.float(), dim=1)
             conf, labels = prob.max(dim=1)
@@ -155,7 +199,8 @@ class Segmenter:
             raise ValueError("the network produced non-finite scores for this cloud")
         return SegmentationResult(
             labels.cpu().numpy().astype(np.int32), conf_np,
-            kept, visible, out.features.cpu().numpy() if with_features else None, drops)
+            kept, visible, (f2d if vit_points else out.features).float().cpu().numpy()
+            if with_features else None, drops)
 
 
 def labelled_cloud(cloud: PointCloud, result: SegmentationResult, palette: np.ndarray

@@ -149,3 +149,23 @@ def test_save_load_and_ply(tmp_path):
     np.testing.assert_array_equal(cols["label"], cloud.label)
     np.testing.assert_array_equal(np.stack([cols["red"], cols["green"], cols["blue"]], 1),
                                   cloud.rgb)
+
+
+def test_unseen_points_zero_features_stay_out_of_the_feature_mean():
+    """Points no camera saw carry all-zero features (segmentation_node, vit source): the
+    voxel's feature mean is that of its seen points only, in any frame order."""
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(0, 1, (400, 3)).astype(np.float32)
+    feats = rng.normal(size=(400, 5)).astype(np.float32)
+    seen = rng.random(400) < 0.6
+    feats[~seen] = 0
+    vmap = VoxelMap(NAMES, MapConfig(voxel_size=0.5))
+    for part in np.array_split(np.arange(400), 3):  # three frames
+        vmap.integrate(xyz[part], np.zeros(len(part), np.int64), 1, features=feats[part])
+    keys = np.floor(xyz / 0.5).astype(np.int64)
+    for key in np.unique(keys, axis=0):
+        mine = (keys == key).all(axis=1)
+        j = int(vmap.index.find(pack_coords(torch.as_tensor(key[None])))[0])
+        assert int(vmap.s.feat_hits[j]) == int((mine & seen).sum())
+        want = feats[mine & seen].mean(0) if (mine & seen).any() else np.zeros(5)
+        np.testing.assert_allclose(vmap.s.feat[j].numpy(), want, atol=1e-5)

@@ -10,6 +10,8 @@ from fit3d_ros.models import SpUNet, SpUNetConfig
 from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
 from fit3d_ros.models.classes import semantickitti_classes
+from fit3d_ros.models.mapping import gather_point_features, project_points
+from fit3d_ros.pipeline.features import FeatureExtractor
 from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
 from fit3d_ros.sensors import PointCloud
 from fit3d_ros.training.ditr.data import CameraView, Sample
@@ -79,3 +81,34 @@ def test_segmenter_rejects_bad_checkpoints(tmp_path):
         Segmenter(bad)
     with pytest.raises(FileNotFoundError):
         Segmenter(tmp_path / "missing.ckpt")
+
+
+def test_vit_point_features_are_each_points_patch_feature(kitti, tmp_path):
+    """`point_features` vit: f^2D of each point's patch (the numpy projection + gather
+    reference on the extractor's map), zeros where the camera does not see the point."""
+    _checkpoint(tmp_path / "ditr.ckpt", inject=True)
+    seg = Segmenter(tmp_path / "ditr.ckpt")
+    assert seg.set_point_features("auto") == "vit"
+    T = kitti.T_cam_velo.matrix if hasattr(kitti.T_cam_velo, "matrix") else kitti.T_cam_velo
+    out = seg(kitti.cloud, [ViewInput(kitti.image.rgb, kitti.camera, T)], with_features=True)
+    fr = FeatureExtractor(seg.feature_config())(kitti.image.rgb, kitti.camera)
+    patch = fr.input_size[0] // fr.patch.shape[1]
+    ref, seen = gather_point_features(project_points(kitti.cloud.xyz, [fr.camera], [T], patch),
+                                      fr.patch[None], view="center")
+    np.testing.assert_array_equal(out.visible, seen.numpy())
+    np.testing.assert_allclose(out.point_features, ref.numpy(), atol=1e-5)
+    assert out.point_features.shape[1] == 48 and 0.05 < out.visible.mean() < 0.5
+    assert not out.point_features[~out.visible].any() and out.point_features[out.visible].any()
+    seg.set_point_features("unet")  # the decoder's features (another width and space)
+    unet = seg(kitti.cloud, [ViewInput(kitti.image.rgb, kitti.camera, T)], with_features=True)
+    assert unet.point_features.shape == (len(kitti.cloud), seg.model.out_channels)
+
+
+def test_point_features_source_needs_a_backbone_for_vit(tmp_path):
+    _checkpoint(tmp_path / "free.ckpt", inject=False)
+    seg = Segmenter(tmp_path / "free.ckpt")
+    assert seg.set_point_features("auto") == "unet"
+    with pytest.raises(ValueError, match="no 2D backbone"):
+        seg.set_point_features("vit")
+    with pytest.raises(ValueError, match="one of"):
+        seg.set_point_features("dino")
