@@ -1,4 +1,5 @@
-"""``fit3d-ros bag from-*`` (dataset -> rosbag2) and ``fit3d-ros info BAG``.
+"""``fit3d-ros bag from-*`` (dataset -> rosbag2), ``bag extrinsics`` (a bag's /tf_static ->
+the nodes' extrinsics YAML) and ``fit3d-ros info BAG``.
 
 Design note: thin wrappers over `fit3d_ros.logs` (imported inside the handlers, so
 ``--help`` stays instant). ``-o OUT.mcap`` writes one self-contained mcap file (``.db3``
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 from fit3d_ros.cli.main import CommandError
@@ -110,9 +112,34 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extrinsics(args: argparse.Namespace) -> int:
+    # costly (torch, rosbags): imported per command so that --help stays instant
+    from fit3d_ros.logs.scene_io import read_transform_buffer
+    from fit3d_ros.sensors.extrinsics_yaml import write_extrinsics
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists (pass --force to replace)")
+    tfs = read_transform_buffer(args.bag).static_transforms()
+    if not tfs:
+        raise CommandError(f"{args.bag}: no static transforms (no *tf_static TFMessage topic "
+                           "or it is empty)")
+    write_extrinsics(out, tfs, f"static transforms of {args.bag} (tf_static), "
+                     "for the nodes' extrinsics_file")
+    if args.json:
+        print(json.dumps({"output": str(out), "transforms": len(tfs)}))
+    else:
+        print(f"wrote {out}: {len(tfs)} static transform(s)")
+        for t in tfs:
+            print(f"  {t.parent_frame} <- {t.child_frame}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``bag`` (with from-rgbd/from-kitti/from-nuscenes/from-semantickitti) and ``info``."""
-    bag = subparsers.add_parser("bag", help="convert datasets into rosbag2 logs",
+    """Add ``bag`` (from-rgbd/from-kitti/from-nuscenes/from-semantickitti, extrinsics) and
+    ``info``."""
+    bag = subparsers.add_parser("bag", help="convert datasets into rosbag2 logs; dump a "
+                                "bag's static extrinsics",
                                 description="Convert dataset folders into rosbag2 logs.")
     sub = bag.add_subparsers(dest="bag_command", required=True, metavar="CONVERTER")
 
@@ -140,6 +167,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dir")
     _out_args(p)
     p.set_defaults(func=_guarded(_from_semantickitti))
+
+    p = sub.add_parser("extrinsics", help="a bag's /tf_static -> extrinsics YAML (the "
+                       "nodes' extrinsics_file)")
+    p.add_argument("bag", help="a .mcap / .db3 file or a rosbag2 directory")
+    p.add_argument("-o", "--output", required=True, metavar="YAML", help="output file")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=_guarded(_extrinsics))
 
     info = subparsers.add_parser("info", help="topics, types, counts, rates and duration "
                                  "of a bag")

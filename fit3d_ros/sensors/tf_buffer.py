@@ -22,7 +22,8 @@ from typing import Iterable
 import numpy as np
 import yaml
 
-from .transforms import Transform, quat_to_matrix
+from .extrinsics_yaml import rpy_to_matrix, static_from_entry  # noqa: F401 (re-export)
+from .transforms import Transform
 
 NS_PER_S = 1_000_000_000
 
@@ -210,7 +211,8 @@ class TransformBuffer:
 
         ``transforms: [{parent, child, translation: [x,y,z], rotation: [x,y,z,w]}]``;
         ``rpy: [roll, pitch, yaw]`` (radians, fixed axes X-Y-Z as in REP-103 / tf2's
-        ``setRPY``) may replace ``rotation``.
+        ``setRPY``) may replace ``rotation``; an entry may also be the arguments of
+        ``static_transform_publisher`` (see `extrinsics_yaml`).
         """
         if isinstance(path_or_dict, dict):
             doc, where = path_or_dict, "extrinsics dict"
@@ -223,46 +225,6 @@ class TransformBuffer:
             raise ValueError(f"{where}: expected a top-level 'transforms' list")
         buf = cls(**kwargs)
         for i, item in enumerate(items):
-            buf.set_transform(_static_from_entry(item, f"{where}: transforms[{i}]"),
+            buf.set_transform(static_from_entry(item, f"{where}: transforms[{i}]"),
                               static=True)
         return buf
-
-
-def rpy_to_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """R = Rz(yaw) @ Ry(pitch) @ Rx(roll) (fixed-axis roll, pitch, yaw)."""
-    cr, sr, cp, sp, cy, sy = (np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch),
-                              np.cos(yaw), np.sin(yaw))
-    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
-    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
-    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def _vector(value, n: int, what: str) -> np.ndarray:
-    try:
-        v = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be {n} numbers, got {value!r}") from exc
-    if v.size != n or not np.all(np.isfinite(v)):
-        raise ValueError(f"{what} must be {n} finite numbers, got {value!r}")
-    return v
-
-
-def _static_from_entry(item, where: str) -> Transform:
-    if not isinstance(item, dict):
-        raise ValueError(f"{where}: expected a mapping, got {item!r}")
-    for key in ("parent", "child"):
-        if not isinstance(item.get(key), str) or not item[key]:
-            raise ValueError(f"{where}: missing frame name '{key}'")
-    if ("rotation" in item) == ("rpy" in item):
-        raise ValueError(f"{where}: give exactly one of 'rotation' [x,y,z,w] or 'rpy'")
-    m = np.eye(4)
-    m[:3, 3] = _vector(item.get("translation", [0, 0, 0]), 3, f"{where}.translation")
-    if "rotation" in item:
-        q = _vector(item["rotation"], 4, f"{where}.rotation")
-        if np.linalg.norm(q) < 1e-9:
-            raise ValueError(f"{where}.rotation is a zero quaternion")
-        m[:3, :3] = quat_to_matrix(q)
-    else:
-        m[:3, :3] = rpy_to_matrix(*_vector(item["rpy"], 3, f"{where}.rpy"))
-    return Transform(m, parent_frame=item["parent"], child_frame=item["child"])

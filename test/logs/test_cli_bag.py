@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fit3d_ros.cli.main import main
+from fit3d_ros.logs.lidar_datasets import read_kitti_object
+from fit3d_ros.logs.scene_io import read_transform_buffer
+from fit3d_ros.sensors import TransformBuffer
 
 
 def test_from_rgbd_then_info_json_subprocess(shared_data, tmp_path):
@@ -93,3 +97,31 @@ def test_user_errors_exit_2(shared_data, tmp_path, capsys):
     assert "camera-intrinsics.txt" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["broken.mcap", "x.mcap"]
     assert out.stat().st_size > 0
+
+
+def test_bag_extrinsics_dumps_tf_static_and_reads_back(shared_data, tmp_path, capsys):
+    """``fit3d-ros bag from-kitti`` writes a static TF; ``bag extrinsics`` dumps it into the
+    extrinsics YAML, which reads back to the calibration file's transforms."""
+    bag, yaml_path = tmp_path / "kitti.mcap", tmp_path / "extrinsics.yaml"
+    assert main(["bag", "from-kitti", str(shared_data / "kitti/object"), "--frames", "1",
+                 "-o", str(bag)]) == 0
+    assert main(["bag", "extrinsics", str(bag), "-o", str(yaml_path)]) == 0
+    (frame,) = read_kitti_object(shared_data / "kitti/object", ["1"])   # calib_*.txt
+    buf = TransformBuffer.from_yaml(yaml_path)
+    cam, velo = frame.camera.frame_id, frame.T_cam_velo.child_frame
+    np.testing.assert_allclose(buf.lookup(cam, velo).matrix, frame.T_cam_velo.matrix,
+                               atol=1e-12)
+    np.testing.assert_allclose(buf.lookup("base_link", velo).matrix, frame.T_base_velo.matrix,
+                               atol=1e-12)
+    bag_tfs = read_transform_buffer(bag).static_transforms()
+    got = {(t.parent_frame, t.child_frame): t.matrix for t in buf.static_transforms()}
+    assert set(got) == {(t.parent_frame, t.child_frame) for t in bag_tfs}
+    for t in bag_tfs:
+        np.testing.assert_allclose(got[t.parent_frame, t.child_frame], t.matrix, atol=1e-12)
+    assert main(["bag", "extrinsics", str(bag), "-o", str(yaml_path)]) == 2
+    assert "exists" in capsys.readouterr().err
+    sk = tmp_path / "sk.mcap"
+    assert main(["bag", "from-semantickitti", str(shared_data / "semantickitti"),
+                 "-o", str(sk)]) == 0
+    assert main(["bag", "extrinsics", str(sk), "-o", str(tmp_path / "none.yaml")]) == 2
+    assert "no static transforms" in capsys.readouterr().err
