@@ -61,7 +61,8 @@ setup(
         "cuda": ["gsplat", 'spconv-cu120; python_version < "3.12"',
                  'spconv-cu121; python_version >= "3.12"'],
         "test": ["pytest>=7", "pytest-timeout", "mcap",
-                 "colcon-core>=0.15.2", "colcon-ros>=0.4"],  # test/test_setup.py
+                 "colcon-core>=0.15.2", "colcon-ros>=0.4",  # test/test_setup.py
+                 "uv"],  # test/test_install.py: resolutions for other Pythons, metadata only
     },
     zip_safe=False,
     entry_points={

@@ -18,8 +18,13 @@ import pytest
 from PIL import Image
 
 from fit3d_ros.pipeline.metrics import SegEvaluator
-from fit3d_ros.pipeline.report import (bev_image, blend_preview, confusion_table, iou_table,
-                                       write_report)
+from fit3d_ros.pipeline.report import (
+    bev_image,
+    blend_preview,
+    confusion_table,
+    iou_table,
+    write_report,
+)
 from fit3d_ros.sensors import PointCloud
 
 NAMES = ["road", "car", "tree", "sky"]
@@ -142,7 +147,7 @@ def _report(tmp_path: Path) -> Path:
     yy, xx = np.mgrid[0:120, 0:160]
     rgb = np.stack([xx * 1.5, yy * 2, np.full_like(xx, 60)], -1).astype(np.uint8)
     preview = np.random.default_rng(1).integers(0, 255, (6, 8, 3)).astype(np.uint8)
-    cloud, colors, _ = _cloud_with_extremes()
+    cloud, _, _ = _cloud_with_extremes()
     metrics = {"bag": "x.mcap", "weights": "RANDOM-INIT vit", "miou": 0.63, "frames_in": 2,
                "latency_ms": {"backbone": {"p50": 12.0, "p90": 14.5, "p99": 15.0, "count": 2},
                               "segment": {"p50": 30.0, "p90": 31.0, "p99": 32.0, "count": 2}}}
@@ -190,8 +195,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
     chrome = _chromium()
     with tempfile.TemporaryDirectory() as profile:
-        run = dict(capture_output=True, text=True, timeout=120,
-                   env={**os.environ, "HOME": profile})
+        run = {"capture_output": True, "text": True, "timeout": 120, "check": False,
+               "env": {**os.environ, "HOME": profile}}
         dom = subprocess.run([chrome, *CHROMIUM_FLAGS, f"--user-data-dir={profile}/a",
                               "--dump-dom", probe.as_uri()], **run)
         shot = tmp_path / "report.png"
