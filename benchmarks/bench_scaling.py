@@ -1,6 +1,6 @@
 """How the per-frame / per-scene point work grows with points (CPU): 25k → 200k.
 
-Design note: each stage is timed at 25k, 50k, 100k and 200k points (best of a few
+Design note: each stage is timed at 25k, 50k, 100k and 200k points (median of a few
 runs after a warm-up) and the ratio for 2× points is printed; the target is ≤ 2.5
 (about linear). Stages: the Gaussian scale initialisation (3-NN, `training.fit3d.knn`)
 and its voxel downsampling, the U-Net voxelisation (`models.voxels.voxelize`) and the
@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Callable
 
 import numpy as np
 import torch
 
-from fit3d_ros.models.mapping import (gather_point_features, point_features_from_maps,
-                                      project_points)
+from fit3d_ros.models.mapping import (
+    gather_point_features,
+    point_features_from_maps,
+    project_points,
+)
 from fit3d_ros.models.voxels import voxelize
 from fit3d_ros.sensors import CameraModel
 from fit3d_ros.training.fit3d.gaussians import voxel_downsample
@@ -54,13 +58,14 @@ def rig() -> tuple[list[CameraModel], list[np.ndarray]]:
 
 
 def best_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median of `repeats` timed runs after a warm-up (medians: the machine may be shared)."""
     fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return min(times)
+    return float(np.median(times))
 
 
 def knn_cdist_before(xyz: torch.Tensor, k: int = 3, chunk: int = 2048) -> torch.Tensor:
@@ -119,7 +124,7 @@ def ratios(res: dict[str, dict[str, float]]) -> dict[str, list[float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -128,7 +133,8 @@ def main() -> None:
     res = run(a.repeats)
     rat = ratios(res)
     linear = {k: max(v) <= 2.5 for k, v in rat.items() if v and "before" not in k}
-    out = {"ms": res, "ratio_2x": rat, "linear_ok": linear, "threads": torch.get_num_threads()}
+    out = {"ms": res, "ratio_2x": rat, "linear_ok": linear, "threads": torch.get_num_threads(),
+           "load_avg_1min": round(os.getloadavg()[0], 2)}
     print(json.dumps(out) if a.json else json.dumps(out, indent=1))
 
 

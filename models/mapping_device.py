@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fit3d_ros.sensors import CameraModel, Transform
+from fit3d_ros.threads import cpu_threads
 
 VIEW_CHOICES = ("random", "center", "first")
 
@@ -55,32 +56,35 @@ def _matrix(T: np.ndarray | Transform) -> np.ndarray:
 def project_device(points: torch.Tensor, cameras: Sequence[CameraModel],
                    transforms: Sequence[np.ndarray | Transform], patch_size: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Visible (N, K) bool, pixels (N, K, 2) float32 and patch cells (N, K, 2) int64
-    (column, row; -1 where not visible) of points (N, 3) on their device."""
+    """Visible (N, K) bool, pixels (N, K, 2) float32 (meaningful where visible) and patch
+    cells (N, K, 2) int64 (column, row; -1 where not visible) of points (N, 3) on their
+    device."""
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {tuple(points.shape)}")
     if len(cameras) == 0 or len(cameras) != len(transforms):
         raise ValueError(f"need one transform per camera, got {len(cameras)} cameras and "
                          f"{len(transforms)} transforms")
     p = points.to(torch.float64)
-    vis, uvs = [], []
+    n, dev = p.shape[0], p.device
+    visible = torch.empty((n, len(cameras)), dtype=torch.bool, device=dev)
+    uv = torch.empty((n, len(cameras), 2), dtype=torch.float32, device=dev)
     for i, (cam, T) in enumerate(zip(cameras, transforms)):  # loop over K cameras only
         if not isinstance(cam, CameraModel):
             raise ValueError(f"camera {i} must be a CameraModel, got {type(cam).__name__}")
-        m = torch.as_tensor(_matrix(T), dtype=torch.float64, device=p.device)
-        pc = p @ m[:3, :3].T + m[:3, 3]
+        m = torch.as_tensor(_matrix(T), dtype=torch.float64, device=dev)
+        pc = torch.addmm(m[:3, 3], p, m[:3, :3].T)
         z = pc[:, 2]
-        front = z > 0
-        nan = torch.full_like(z, float("nan"))
-        xn, yn = torch.where(front, pc[:, 0] / z, nan), torch.where(front, pc[:, 1] / z, nan)
-        xd, yd = _distort(cam, xn, yn)
-        u = cam.fx * xd + float(cam.K[0, 1]) * yd + cam.cx
-        v = cam.fy * yd + cam.cy
-        vis.append(front & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height))
-        uvs.append(torch.stack([u, v], dim=1).to(torch.float32))
-    visible, uv = torch.stack(vis, dim=1), torch.stack(uvs, dim=1)
-    cells = torch.floor(uv / float(patch_size)).nan_to_num(-1.0).to(torch.int64)
-    patch = torch.where(visible[..., None], cells, torch.full_like(cells, -1))
+        # no NaN masking: pixels behind the camera are garbage but never visible
+        xd, yd = _distort(cam, pc[:, 0] / z, pc[:, 1] / z)
+        u = cam.fx * xd
+        if float(cam.K[0, 1]):  # skew, added in the reference's order
+            u += float(cam.K[0, 1]) * yd
+        u += cam.cx
+        v = (cam.fy * yd).add_(cam.cy)
+        visible[:, i] = (z > 0) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+        uv[:, i, 0], uv[:, i, 1] = u, v
+    patch = torch.where(visible[..., None], torch.floor(uv / float(patch_size)),
+                        -1.0).to(torch.int64)
     return visible, uv, patch
 
 
@@ -103,17 +107,62 @@ def choose_view_device(visible: torch.Tensor, uv: torch.Tensor, sizes: torch.Ten
     return torch.where(visible.any(dim=1), best, torch.full_like(best, -1))
 
 
+def feature_table(maps: Sequence[torch.Tensor], device: torch.device | str | None = None
+                  ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Camera patch maps (C, h_k, w_k) as one gather table (K*h*w + 1, C) on `device`
+    (zero-padded to the largest h, w; the last row is the zero feature of unseen points)
+    and that (h, w) grid."""
+    dev = maps[0].device if device is None else torch.device(device)
+    k, c = len(maps), maps[0].shape[0]
+    h, w = max(m.shape[1] for m in maps), max(m.shape[2] for m in maps)
+    table = maps[0].new_zeros((k * h * w + 1, c), device=dev)
+    grid = table[:-1].view(k, h, w, c)
+    for i, m in enumerate(maps):  # loop over cameras only (sizes may differ)
+        grid[i, :m.shape[1], :m.shape[2]] = m.permute(1, 2, 0)
+    return table, (h, w)
+
+
+def point_rows(patch: torch.Tensor, chosen: torch.Tensor, grid: tuple[int, int]
+               ) -> torch.Tensor:
+    """(N,) row of every point in a `feature_table` of K = patch.shape[1] cameras on an
+    (h, w) grid: its chosen view's patch, or the zero row where no camera sees it."""
+    k, (h, w) = patch.shape[1], grid
+    cam = chosen.clamp_min(0)
+    cell = patch.gather(1, cam[:, None, None].expand(-1, 1, 2))[:, 0]  # (N, 2) col, row
+    return torch.where(chosen >= 0, cam * (h * w) + cell[:, 1] * w + cell[:, 0],
+                       torch.full_like(cam, k * h * w))
+
+
 def gather_device(maps: torch.Tensor, patch: torch.Tensor, chosen: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-point (N, C) features from stacked maps (K, C, h, w) and the (N,) seen mask."""
-    k, c, h, w = maps.shape
-    seen = chosen >= 0
-    cam = chosen.clamp_min(0)
-    cell = patch.gather(1, cam[:, None, None].expand(-1, 1, 2))[:, 0]  # (N, 2) col, row
-    flat = torch.where(seen, cam * (h * w) + cell[:, 1] * w + cell[:, 0],
-                       torch.full_like(cam, k * h * w))
-    table = torch.cat([maps.permute(0, 2, 3, 1).reshape(k * h * w, c), maps.new_zeros((1, c))])
-    return torch.index_select(table, 0, flat), seen
+    table, grid = feature_table(list(maps))
+    return torch.index_select(table, 0, point_rows(patch, chosen, grid)), chosen >= 0
+
+
+def _check_grid(cameras: Sequence[CameraModel], grid: tuple[int, int], patch_size: int
+                ) -> None:
+    if int(patch_size) < 1:
+        raise ValueError(f"patch_size must be >= 1, got {patch_size}")
+    h, w = grid
+    need = np.array([[-(-c.height // patch_size), -(-c.width // patch_size)] for c in cameras])
+    if len(need) and (np.any(need[:, 0] > h) or np.any(need[:, 1] > w)):
+        raise ValueError(f"feature maps are {h}x{w} patches but the cameras span up to "
+                         f"{need.max(axis=0).tolist()} (rows, cols) at patch size "
+                         f"{patch_size}: pass cameras scaled to the ViT input "
+                         "(CameraModel.scaled)")
+
+
+def map_rows(points: torch.Tensor, cameras: Sequence[CameraModel],
+             transforms: Sequence[np.ndarray | Transform], patch_size: int,
+             grid: tuple[int, int], view: str = "random", seed: int = 0) -> torch.Tensor:
+    """(N,) `feature_table` rows of points (N, 3) on their device: the small part of the
+    mapping (8 bytes a point), which training computes on the host and sends to the
+    device, where ``table.index_select(0, rows)`` gathers the (N, C) features."""
+    _check_grid(cameras, grid, patch_size)
+    visible, uv, patch = project_device(points, cameras, transforms, int(patch_size))
+    sizes = torch.tensor([[c.width, c.height] for c in cameras], device=points.device)
+    return point_rows(patch, choose_view_device(visible, uv, sizes, view, seed), grid)
 
 
 def map_point_features(points: torch.Tensor, maps: Sequence[torch.Tensor],
@@ -122,23 +171,12 @@ def map_point_features(points: torch.Tensor, maps: Sequence[torch.Tensor],
                        view: str = "random", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-point features (N, C) and visible mask (N,) on the points' device.
 
-    `maps[k]` is camera k's (C, h_k, w_k) patch map (zero-padded into one stack; moved
+    `maps[k]` is camera k's (C, h_k, w_k) patch map (zero-padded into one table; moved
     to the points' device if elsewhere), `cameras[k]` the camera scaled to the ViT input.
     """
-    if int(patch_size) < 1:
-        raise ValueError(f"patch_size must be >= 1, got {patch_size}")
-    dev = points.device
-    h, w = max(m.shape[1] for m in maps), max(m.shape[2] for m in maps)
-    need = np.array([[-(-c.height // patch_size), -(-c.width // patch_size)] for c in cameras])
-    if len(need) and (np.any(need[:, 0] > h) or np.any(need[:, 1] > w)):
-        raise ValueError(f"feature maps are {h}x{w} patches but the cameras span up to "
-                         f"{need.max(axis=0).tolist()} (rows, cols) at patch size "
-                         f"{patch_size}: pass cameras scaled to the ViT input "
-                         "(CameraModel.scaled)")
-    stacked = maps[0].new_zeros((len(maps), maps[0].shape[0], h, w), device=dev)
-    for k, m in enumerate(maps):  # loop over cameras only (sizes may differ)
-        stacked[k, :, :m.shape[1], :m.shape[2]] = m
-    visible, uv, patch = project_device(points, cameras, transforms, int(patch_size))
-    sizes = torch.tensor([[c.width, c.height] for c in cameras], device=dev)
-    chosen = choose_view_device(visible, uv, sizes, view, seed)
-    return gather_device(stacked, patch, chosen)
+    # CPU: one intra-op thread, as the numpy reference (fit3d_ros.threads; measured 2x
+    # slower with 2 threads on shared cores)
+    with cpu_threads(1 if points.device.type == "cpu" else None):
+        table, grid = feature_table(maps, points.device)
+        rows = map_rows(points, cameras, transforms, patch_size, grid, view, seed)
+        return torch.index_select(table, 0, rows), rows < table.shape[0] - 1

@@ -49,6 +49,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
     p.add_argument("--cache", metavar="DIR", help="cache ViT patch maps on disk")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"],
+                   help="mixed precision on CUDA (Pointcept AMP; ignored on CPU)")
+    p.add_argument("--no-prefetch", action="store_true",
+                   help="build each batch in the training thread (no background prefetch)")
     p.add_argument("-o", "--output", required=True, metavar="CKPT", help="output checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing output")
 
@@ -95,6 +99,10 @@ def _config(cls, args: argparse.Namespace):
         over["input_features"] = [f.strip() for f in args.features.split(",") if f.strip()]
     if args.no_augment:
         over["augment"] = AugmentConfig.off().__dict__
+    if args.amp is not None:
+        over["amp"] = args.amp
+    if args.no_prefetch:
+        over["prefetch"] = False
     d = {**cfg.to_dict(), **over}
     if args.lr is not None:
         d["optim"] = {**d["optim"], "lr": args.lr}

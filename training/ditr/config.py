@@ -8,6 +8,9 @@ weight decay 5e-3, OneCycle 5 % warm-up). ``tiny`` keeps the same topology with 
 4-level, 8-32-channel U-Net on 20 cm voxels, geometry-only input, AdamW and random
 subsets of at most 30k points per scan, so a run on a laptop CPU takes minutes. Both
 are plain dataclasses; any field can be overridden (the CLI exposes the common ones).
+``amp`` is Pointcept's mixed precision (``torch.autocast`` on CUDA, fp16 with a
+``GradScaler``, bf16 without one; ignored on CPU, whose runs stay bit-identical);
+``prefetch`` builds the next batch in a background thread.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any
 
 from fit3d_ros.models import SpUNetConfig
 from fit3d_ros.training.ditr.augment import AugmentConfig
-from fit3d_ros.training.ditr.loop import OptimConfig
+from fit3d_ros.training.ditr.loop import AMP_MODES, OptimConfig
 from fit3d_ros.training.presets import Preset
 
 
@@ -40,6 +43,8 @@ class SegTrainConfig(Preset):
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     save_every: int = 1000
     seed: int = 0
+    amp: str = "off"                 # off | bf16 | fp16 (CUDA only)
+    prefetch: bool = True            # next batch built while the step trains
 
     @classmethod
     def tiny(cls, **kw: Any) -> "SegTrainConfig":
@@ -61,6 +66,8 @@ class SegTrainConfig(Preset):
                              "be >= 1")
         if self.max_points is not None and self.max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {self.max_points}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
 
     def unet(self, **kw: Any) -> Any:
         """The SpUNetConfig of this preset (voxel size from this config)."""

@@ -27,7 +27,14 @@ from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoi
 from fit3d_ros.models.preprocess import centered, feature_width, input_features
 from fit3d_ros.training.ditr.config import DistillConfig
 from fit3d_ros.training.ditr.data import SegDataset, split_holdout
-from fit3d_ros.training.ditr.loop import build_optimizer, make_batch, optimizer_step, pick_samples
+from fit3d_ros.training.ditr.loop import (
+    autocast,
+    build_optimizer,
+    device_batches,
+    grad_scaler,
+    optimizer_step,
+    random_batch,
+)
 from fit3d_ros.training.ditr.point_features import PointFeatureSource
 from fit3d_ros.training.loop import run_steps, step_rng
 
@@ -81,16 +88,19 @@ def run_distillation(datasets: Sequence[SegDataset], spec: BackboneSpec,
     prep = Preprocessing(config.voxel_size, config.input_features, spec)
     names = [ds.name for ds in datasets]
 
+    scaler = grad_scaler(config.amp, dev)
+
+    def make(step: int):  # host work of one step (built one step ahead)
+        return random_batch(train[step % len(datasets)], config, step_rng(config.seed, step),
+                            source)
+
     def step_fn(step: int) -> float:
-        rng = step_rng(config.seed, step)
-        d = step % len(datasets)
-        picked = [train[d][i] for i in pick_samples(len(train[d]), config.batch_size, rng)]
-        batch = make_batch(picked, config.input_features, rng, config.augment,
-                           config.max_points, source, view_seed=int(rng.integers(2**31)))
-        batch = batch.to(dev)
-        out = model(batch.points, batch.features, batch=batch.batch, dataset=d)
-        loss = cosine_distillation_loss(out.distill, batch.feat_2d, batch.visible)
-        return optimizer_step(model, loss, opt, sched, config.optim.grad_clip)
+        batch = get_batch(step)
+        with autocast(config.amp, dev):
+            out = model(batch.points, batch.features, batch=batch.batch,
+                        dataset=step % len(datasets))
+            loss = cosine_distillation_loss(out.distill.float(), batch.feat_2d, batch.visible)
+        return optimizer_step(model, loss, opt, sched, config.optim.grad_clip, scaler)
 
     def save(step: int, metrics: dict[str, Any] | None = None) -> None:
         save_checkpoint(output, Checkpoint(
@@ -99,7 +109,9 @@ def run_distillation(datasets: Sequence[SegDataset], spec: BackboneSpec,
                       "datasets": names, "teacher": spec.teacher},
             metrics=metrics or {}))
 
-    losses = run_steps(0, config.steps, step_fn, save, config.save_every, progress, "distill")
+    with device_batches(make, config, dev) as get_batch:
+        losses = run_steps(0, config.steps, step_fn, save, config.save_every, progress,
+                           "distill")
     cos, n_points = heldout_cosine(model, held, source, config.input_features, dev)
     tail = losses[-max(1, len(losses) // 10):]
     result = {"heldout_cosine": cos, "heldout_points": n_points,

@@ -5,14 +5,20 @@ augmentation and view choices come from ``numpy.random.default_rng([seed, step])
 the learning rate from torch's ``OneCycleLR`` (whose state dict is plain data), so a run
 resumed from a checkpoint (weights + optimizer + scheduler + step) continues exactly as
 the uninterrupted run would have. :func:`make_batch` builds one batch: per sample an
-optional random subset of points, the per-point 2D features X^2D (gathered on the
+optional random subset of points, the per-point 2D features X^2D (mapped on the
 un-augmented points), the augmented centred coordinates and the named input features,
-concatenated with sample ids for the U-Net's batched voxelisation. Optimizers follow the
+concatenated with sample ids for the U-Net's batched voxelisation. X^2D travels as
+(N,) table rows computed on the host plus the images' patch-feature tables already on
+the device; the dense (N, D) gather happens on the device (`Batch.feat_2d`).
+:class:`Prefetcher` builds the next step's batch in a background thread (pinned host
+memory on CUDA) while the current step trains. Optimizers follow the
 reference recipes: SGD + OneCycle (Pointcept's SpUNet) or AdamW + OneCycle (PTv3/DITR).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,19 +72,34 @@ def build_optimizer(params: Sequence[torch.nn.Parameter], cfg: OptimConfig, tota
 
 @dataclass
 class Batch:
-    """Concatenated samples: coordinates, inputs, sample ids, labels and X^2D."""
+    """Concatenated samples: coordinates, inputs, sample ids, labels and X^2D rows."""
 
     points: torch.Tensor               # (N, 3) augmented centred coordinates
     features: torch.Tensor             # (N, C_in)
     batch: torch.Tensor                # (N,) sample index
     labels: torch.Tensor               # (N,) training ids, -1 ignored
-    feat_2d: torch.Tensor | None       # (N, D) X^2D
     visible: torch.Tensor | None       # (N,) seen by a camera
+    rows_2d: torch.Tensor | None = None   # (N,) row of table_2d of every point
+    table_2d: torch.Tensor | None = None  # (R, D) patch features of the batch's images
 
-    def to(self, device: torch.device) -> "Batch":
-        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(self.points.to(device), self.features.to(device), self.batch.to(device),
-                     self.labels.to(device), mv(self.feat_2d), mv(self.visible))
+    @property
+    def feat_2d(self) -> torch.Tensor | None:
+        """(N, D) X^2D, gathered on the table's device (each access gathers anew)."""
+        if self.table_2d is None:
+            return None
+        return self.table_2d.index_select(0, self.rows_2d.to(self.table_2d.device))
+
+    def _map(self, fn) -> "Batch":
+        mv = lambda t: None if t is None else fn(t)  # noqa: E731
+        return Batch(fn(self.points), fn(self.features), fn(self.batch), fn(self.labels),
+                     mv(self.visible), mv(self.rows_2d), self.table_2d)
+
+    def pin_memory(self) -> "Batch":
+        """The host tensors in page-locked memory (asynchronous copies to CUDA)."""
+        return self._map(lambda t: t.pin_memory() if t.device.type == "cpu" else t)
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
 
 def make_batch(samples: Sequence[Sample], feature_names: Sequence[str],
@@ -86,14 +107,17 @@ def make_batch(samples: Sequence[Sample], feature_names: Sequence[str],
                max_points: int | None = None, source: PointFeatureSource | None = None,
                view_seed: int = 0) -> Batch:
     """One batch (see the module note); ``rng=None`` means no subsampling/augmentation."""
-    pts, feats, ids, labels, f2d, vis = [], [], [], [], [], []
+    pts, feats, ids, labels, rows, tables, vis = [], [], [], [], [], [], []
+    offset = 0
     for i, sample in enumerate(samples):
         if rng is not None:
             sample = sample.subsample(max_points, rng)
         if source is not None:
-            f, v = source.features(sample, seed=view_seed + i)
-            f2d.append(f)
+            table, r, v = source.rows(sample, seed=view_seed + i)
+            rows.append(r + offset)
+            tables.append(table)
             vis.append(v)
+            offset += table.shape[0]
         xyz = centered(sample.xyz)
         if rng is not None:
             xyz = augment_points(xyz, rng, augment)
@@ -102,7 +126,8 @@ def make_batch(samples: Sequence[Sample], feature_names: Sequence[str],
         ids.append(torch.full((len(xyz),), i, dtype=torch.long))
         labels.append(torch.from_numpy(labels_or_ignore(sample)))
     return Batch(torch.cat(pts), torch.cat(feats), torch.cat(ids), torch.cat(labels),
-                 torch.cat(f2d) if f2d else None, torch.cat(vis) if vis else None)
+                 torch.cat(vis) if vis else None, torch.cat(rows) if rows else None,
+                 torch.cat(tables) if tables else None)
 
 
 def pick_samples(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -110,13 +135,91 @@ def pick_samples(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarra
     return rng.choice(n, batch_size, replace=n < batch_size)
 
 
+def random_batch(samples: Sequence[Sample], config: Any, rng: np.random.Generator,
+                 source: PointFeatureSource | None) -> Batch:
+    """One training step's batch: `config.batch_size` samples picked with `rng`, then
+    subsampled, augmented and mapped (`config`: a `SegTrainConfig`)."""
+    picked = [samples[i] for i in pick_samples(len(samples), config.batch_size, rng)]
+    return make_batch(picked, config.input_features, rng, config.augment, config.max_points,
+                      source, view_seed=int(rng.integers(2**31)))
+
+
+@contextlib.contextmanager
+def device_batches(make: Callable[[int], Batch], config: Any, device: torch.device
+                   ) -> Iterator[Callable[[int], Batch]]:
+    """``get(step)``: the step's batch on `device`, built by `make` one step ahead when
+    ``config.prefetch`` (pinned host memory on CUDA, asynchronous copy)."""
+    pf = Prefetcher(make, config.steps, config.prefetch, pin=device.type == "cuda")
+    try:
+        yield lambda step: pf.get(step).to(device, non_blocking=True)
+    finally:
+        pf.close()
+
+
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Pointcept's AMP forward: ``torch.autocast`` in bf16/fp16 on CUDA; nothing on CPU
+    (spconv's CPU kernels have no half types) or with ``amp="off"``."""
+    if amp == "off" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A loss scaler for fp16 on CUDA (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler("cuda") if amp == "fp16" and device.type == "cuda" else None
+
+
 def optimizer_step(model: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer,
-                   sched: Any, grad_clip: float | None) -> float:
-    """Backward, optional gradient clipping, optimizer and scheduler step; the loss value."""
+                   sched: Any, grad_clip: float | None,
+                   scaler: torch.amp.GradScaler | None = None) -> float:
+    """Backward, optional gradient clipping, optimizer and scheduler step; the loss value.
+    With `scaler` (fp16 AMP) the loss is scaled and steps with inf/NaN gradients skipped."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
+    if scaler is None:
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(opt)
+        scaler.update()
     sched.step()
     return float(loss.detach())
+
+
+class Prefetcher:
+    """``make(step)`` for consecutive steps, the next one built in a background thread
+    while the caller trains on the current one (steps are pure functions of the step, so
+    results do not change). With `pin`, batches come in page-locked host memory."""
+
+    def __init__(self, make: Callable[[int], Batch], stop: int, enabled: bool = True,
+                 pin: bool = False) -> None:
+        self._make, self._stop, self._pin = make, stop, pin
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch") if enabled else None
+        self._next: tuple[int, Future] | None = None
+
+    def _build(self, step: int) -> Batch:
+        batch = self._make(step)
+        return batch.pin_memory() if self._pin else batch
+
+    def get(self, step: int) -> Batch:
+        if self._pool is None:
+            return self._build(step)
+        pending, self._next = self._next, None
+        batch = (pending[1].result() if pending is not None and pending[0] == step
+                 else self._build(step))
+        if step + 1 < self._stop:
+            self._next = (step + 1, self._pool.submit(self._build, step + 1))
+        return batch
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._next = None

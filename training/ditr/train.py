@@ -39,7 +39,14 @@ from fit3d_ros.models.preprocess import feature_width
 from fit3d_ros.training.ditr.config import SegTrainConfig
 from fit3d_ros.training.ditr.data import SegDataset
 from fit3d_ros.training.ditr.evaluate import check_classes, evaluate
-from fit3d_ros.training.ditr.loop import build_optimizer, make_batch, optimizer_step, pick_samples
+from fit3d_ros.training.ditr.loop import (
+    autocast,
+    build_optimizer,
+    device_batches,
+    grad_scaler,
+    optimizer_step,
+    random_batch,
+)
 from fit3d_ros.training.ditr.point_features import PointFeatureSource
 from fit3d_ros.training.loop import run_steps, step_rng
 
@@ -119,9 +126,12 @@ def train_segmentation(datasets: Sequence[SegDataset], config: SegTrainConfig,
                                                  None if source is None else source.dim)
     model = model.to(dev).train()
     opt, sched = build_optimizer(list(model.parameters()), config.optim, config.steps)
+    scaler = grad_scaler(config.amp, dev)
     if resume:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
     start = int(state.get("step", 0))
     prep = Preprocessing(config.voxel_size, config.input_features, inject)
     teacher = None if inject is None else inject.teacher
@@ -130,33 +140,37 @@ def train_segmentation(datasets: Sequence[SegDataset], config: SegTrainConfig,
     elif init is not None:
         teacher = init_ckpt.training.get("teacher")
 
+    def make(step: int):  # host work of one step (built one step ahead)
+        return random_batch(samples, config, step_rng(config.seed, step), source)
+
     def step_fn(step: int) -> float:
-        rng = step_rng(config.seed, step)
-        picked = [samples[i] for i in pick_samples(len(samples), config.batch_size, rng)]
-        batch = make_batch(picked, config.input_features, rng, config.augment,
-                           config.max_points, source, view_seed=int(rng.integers(2**31))).to(dev)
-        out = model(batch.points, batch.features, batch=batch.batch,
-                    feat_2d=batch.feat_2d, visible_2d=batch.visible)
-        return optimizer_step(model, segmentation_loss(out.logits, batch.labels), opt, sched,
-                              config.optim.grad_clip)
+        batch = get_batch(step)
+        with autocast(config.amp, dev):
+            out = model(batch.points, batch.features, batch=batch.batch,
+                        feat_2d=batch.feat_2d, visible_2d=batch.visible)
+            loss = segmentation_loss(out.logits.float(), batch.labels)
+        return optimizer_step(model, loss, opt, sched, config.optim.grad_clip, scaler)
 
     def save(step: int, final: bool = False, metrics: dict | None = None) -> None:
         training = {"step": step, "steps": config.steps, "config": config.to_dict(),
                     "datasets": names, "init": None if init is None else str(init),
                     "init_dataset": init_dataset, "teacher": teacher}
         if not final:
-            training.update(optimizer=opt.state_dict(), scheduler=sched.state_dict())
+            training.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                            scaler=None if scaler is None else scaler.state_dict())
         save_checkpoint(output, Checkpoint("segmentation", unet, model.state_dict(), prep,
                                            classes, training, metrics or {}))
 
-    losses = run_steps(start, config.steps, step_fn, save, config.save_every, progress,
-                       "train-seg")
+    with device_batches(make, config, dev) as get_batch:
+        losses = run_steps(start, config.steps, step_fn, save, config.save_every, progress,
+                           "train-seg")
     result: dict[str, Any] = {
         "steps": config.steps, "resumed_from": start if resume else None,
         "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 10):])) if losses
         else None, "init": None if init is None else str(init), "inject": inject is not None,
         "teacher": teacher, "fresh_parameters": fresh, "datasets": names,
-        "classes": list(classes.names), "config": config.preset, "output": str(output)}
+        "classes": list(classes.names), "config": config.preset, "output": str(output),
+        "amp": config.amp if dev.type == "cuda" else "off"}
     if val:
         result["val"] = evaluate(model, val, classes, config.input_features, source,
                                  dev).result()
