@@ -52,6 +52,7 @@ setup(
         "setuptools",
         "ninja",               # builds the C++ rasterizer (torch.utils.cpp_extension)
         "timm>=1.0",
+        "huggingface_hub",     # models/weights.py (also a timm dependency)
     ],
     extras_require={
         "ros": ROS,
