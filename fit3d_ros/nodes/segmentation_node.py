@@ -11,7 +11,10 @@ a throttled warning, and every dropped input is counted on ``/diagnostics``. Hos
 input is bounded before it costs anything: stamps far ahead of the node clock never
 reach the synchroniser (`StampGate`), points beyond ``max_range_m`` or above
 ``max_points`` are dropped / subsampled and counted (`pipeline.limits`). Work happens
-on one latest-wins worker and only while someone subscribes.
+on one latest-wins worker and only while someone subscribes. ``~/point_features``
+(`point_features_source`) carry each point's ViT patch feature f^2D by default for
+injecting checkpoints (``visible`` 0 and zeros where unseen): the space of a clicked
+pixel's feature, so `semantic_map_node` answers pixel queries.
 """
 from __future__ import annotations
 

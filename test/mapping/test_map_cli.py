@@ -48,6 +48,7 @@ def test_locate_unknown_class_lists_known(map_dir, capsys):
     assert "unknown class 'car'" in err and "'cabinet'" in err and "'ball'" in err
 
 
+@pytest.mark.slow  # eval-map's exact nearest neighbours: ~70k x 18k distances (15-25 s)
 def test_eval_map_against_brute_force(map_dir, room_bag, capsys):
     capsys.readouterr()
     assert main(["eval-map", str(map_dir), "--gt", str(room_bag), "--json"]) == 0

@@ -72,7 +72,7 @@ def test_composed_map_locates_by_class_and_by_clicked_pixel(tmp_path, ros_env):
                   "-p", "use_features:=true", "-p", "map_rate_hz:=2.0",
                   "-r", "image:=color/image_raw"], ros_env)
     types = rclpy_types()
-    got: dict[str, list] = {"map": [], "result": [], "diag": [], "feat": []}
+    got: dict[str, list] = {"map": [], "result": [], "diag": [], "feat": [], "points": []}
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
             probe = rclpy.create_node("probe", context=ctx)
@@ -84,6 +84,8 @@ def test_composed_map_locates_by_class_and_by_clicked_pixel(tmp_path, ros_env):
                                       got["result"].append, 10)
             probe.create_subscription(DiagnosticArray, "/diagnostics", got["diag"].append, 50)
             probe.create_subscription(Image, "/feature_node/features", got["feat"].append, 5)
+            probe.create_subscription(PointCloud2, "/segmentation_node/point_features",
+                                      got["points"].append, 5)
 
             def counts() -> dict[str, int]:
                 return diagnostic_counts(got["diag"], "semantic_map_node")
@@ -118,6 +120,10 @@ def test_composed_map_locates_by_class_and_by_clicked_pixel(tmp_path, ros_env):
         log = stop(proc)
     c = counts()
     assert c.get("integrated_without_features", 0) == 0, (c, log[-3000:])
+    # ~/point_features: the ViT's 48 channels per point, every depth point seen (visible 1)
+    feats = pointcloud2_to_cloud(got["points"][-1])
+    assert feats.feature.shape == (CFG.width * CFG.height, 48)
+    assert (feats.extra["visible"] == 1).all() and np.abs(feats.feature).sum(1).min() > 0
     # reference: the frames' depth back-projected with the known poses (numpy)
     pts = np.concatenate([cam.backproject(d)[0] @ T.rotation.T + T.translation
                           for _, d, T in frames])
