@@ -13,7 +13,7 @@ from fit3d_ros.models.classes import semantickitti_classes
 from fit3d_ros.models.mapping import gather_point_features, project_points
 from fit3d_ros.pipeline.features import FeatureExtractor
 from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
-from fit3d_ros.sensors import PointCloud
+from fit3d_ros.sensors import CameraModel, PointCloud
 from fit3d_ros.training.ditr.data import CameraView, Sample
 from fit3d_ros.training.ditr.evaluate import predict
 from fit3d_ros.training.ditr.point_features import PointFeatureSource
@@ -112,3 +112,30 @@ def test_point_features_source_needs_a_backbone_for_vit(tmp_path):
         seg.set_point_features("vit")
     with pytest.raises(ValueError, match="one of"):
         seg.set_point_features("dino")
+
+
+def test_vit_point_features_of_a_non_injecting_checkpoint(tmp_path):
+    """A checkpoint that names a backbone without injecting it (D-DITR) runs that ViT for
+    `vit` point features only: the reference projection + gather, zeros behind the camera."""
+    torch.manual_seed(0)
+    cfg = SpUNetConfig.tiny(in_channels=3, num_classes=19, inject_2d=False)
+    spec = BackboneSpec(name="vit_tiny_test", random_init=True, token_budget=150, view="center")
+    save_checkpoint(tmp_path / "dd.ckpt", Checkpoint(
+        "segmentation", cfg, SpUNet(cfg).state_dict(), Preprocessing(cfg.voxel_size, ("xyz",),
+                                                                      spec),
+        semantickitti_classes()))
+    seg = Segmenter(tmp_path / "dd.ckpt")
+    assert seg.extractor is None and seg.set_point_features("auto") == "unet"
+    assert seg.set_point_features("vit") == "vit" and seg.extractor is not None
+    rng = np.random.default_rng(0)
+    cam = CameraModel([[80.0, 0, 63.5], [0, 80.0, 47.5], [0, 0, 1]], 128, 96)
+    xyz = rng.uniform([-3, -2, -4], [3, 2, 6], (3000, 3)).astype(np.float32)  # some behind
+    rgb = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    out = seg(PointCloud(0, "cam", xyz), [ViewInput(rgb, cam, np.eye(4))], with_features=True)
+    fr = FeatureExtractor(seg.feature_config())(rgb, cam)
+    patch = fr.input_size[0] // fr.patch.shape[1]
+    ref, seen = gather_point_features(project_points(xyz, [fr.camera], [np.eye(4)], patch),
+                                      fr.patch[None], view="center")
+    np.testing.assert_array_equal(out.visible, seen.numpy())
+    np.testing.assert_allclose(out.point_features, ref.numpy(), atol=1e-5)
+    assert 0.1 < out.visible.mean() < 0.9 and not out.point_features[~out.visible].any()
