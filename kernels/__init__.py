@@ -6,10 +6,12 @@ one camera with a pure-torch reference, a C++ CPU kernel or gsplat on CUDA.
 from .api import RasterOutput, rasterize_gaussians, resolve_backend
 from .cpu import KernelBuildError, load_extension
 from .projection import project_gaussians, quat_to_rotmat, sh_to_rgb
+from .validation import check_camera
 
 __all__ = [
     "KernelBuildError",
     "RasterOutput",
+    "check_camera",
     "load_extension",
     "project_gaussians",
     "quat_to_rotmat",

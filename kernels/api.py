@@ -8,6 +8,9 @@ the pure-torch reference (torch_ref.py) or the C++ kernel (cpu.py). Depth is com
 as a channel (Σ wᵢzᵢ), and feature channels are composited with detached weights when
 `detach_geometry_for_features` is set, so the feature loss moves only `features`
 (FiT3D's gradient separation). `cuda` hands the whole job to gsplat (cuda.py).
+``validate=False`` skips the checks (each costs a device→host read) for callers that
+validated the same kind of tensors already: the training loops check the cameras once
+(`check_camera`) and render Gaussians whose activations keep them in range.
 """
 from __future__ import annotations
 
@@ -70,15 +73,21 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
                         width: int, height: int, *, sh_degree: int | None = None,
                         near_plane: float = 0.01, background: Tensor | None = None,
                         detach_geometry_for_features: bool = False,
-                        backend: str = "auto") -> RasterOutput:
+                        backend: str = "auto", validate: bool = True) -> RasterOutput:
     """Render N Gaussians (colour or SH, optional (N,D) features) from one camera.
 
     means (N,3) world; quats (N,4) w,x,y,z; scales (N,3) > 0; opacities (N,) in [0,1];
     colors (N,3) RGB or (N,K,3) SH with `sh_degree`; features (N,D), 1 ≤ D ≤ 1024, or
-    None; viewmat (4,4) world -> OpenCV camera; K (3,3). Raises ValueError on bad input.
+    None; viewmat (4,4) world -> OpenCV camera; K (3,3). Raises ValueError on bad input
+    (with ``validate=False``, see the module note, the kernels trust the arguments).
     """
-    bg = check_inputs(means, quats, scales, opacities, colors, features, viewmat, K,
-                      width, height, sh_degree, near_plane, background, backend)
+    if validate:
+        bg = check_inputs(means, quats, scales, opacities, colors, features, viewmat, K,
+                          width, height, sh_degree, near_plane, background, backend)
+    elif background is not None and not isinstance(background, Tensor):
+        raise ValueError("background: validate=False needs a tensor or None")
+    else:
+        bg = background
     chosen = resolve_backend(backend, means.device, means.dtype)
     if chosen == "cuda":
         rgb_all = colors if sh_degree is None else sh_to_rgb(colors, sh_degree, means, viewmat)

@@ -43,6 +43,31 @@ def _positive_int(name: str, x: Any, upper: int) -> int:
     return x
 
 
+def _camera(viewmat: Any, K: Any, ref: Tensor | None) -> None:
+    viewmat = _tensor("viewmat", viewmat, (4, 4), ref)
+    K = _tensor("K", K, (3, 3), ref)
+    vm = viewmat.detach().double()
+    if not torch.equal(vm[3], vm.new_tensor([0.0, 0.0, 0.0, 1.0])):
+        raise ValueError(f"viewmat: last row must be (0, 0, 0, 1), got {vm[3].tolist()}")
+    rot = vm[:3, :3]
+    if (float((rot @ rot.T - torch.eye(3, dtype=rot.dtype, device=rot.device)).abs().max()) > 1e-3
+            or float(torch.linalg.det(rot)) <= 0):
+        raise ValueError("viewmat: the 3x3 block must be a rotation (world -> camera)")
+    k = K.detach().double()
+    if float(k[0, 0]) <= 0 or float(k[1, 1]) <= 0:
+        raise ValueError("K: focal lengths K[0,0] and K[1,1] must be positive")
+    if float(k[0, 1]) != 0 or float(k[1, 0]) != 0 or k[2].tolist() != [0.0, 0.0, 1.0]:
+        raise ValueError(f"K: expected [[fx,0,cx],[0,fy,cy],[0,0,1]], got {k.tolist()}")
+
+
+def check_camera(viewmat: Any, K: Any) -> None:
+    """The camera checks of `rasterize_gaussians` alone (validate fixed views once)."""
+    _camera(viewmat, K, None)
+    if viewmat.dtype != K.dtype or viewmat.device != K.device:
+        raise ValueError(f"K: dtype/device {K.dtype}/{K.device} differ from viewmat's "
+                         f"{viewmat.dtype}/{viewmat.device}")
+
+
 def check_inputs(means: Any, quats: Any, scales: Any, opacities: Any, colors: Any,
                  features: Any, viewmat: Any, K: Any, width: Any, height: Any,
                  sh_degree: Any, near_plane: Any, background: Any, backend: Any,
@@ -67,8 +92,7 @@ def check_inputs(means: Any, quats: Any, scales: Any, opacities: Any, colors: An
         if not 1 <= features.shape[1] <= MAX_FEATURES:
             raise ValueError(f"features: channel count must be in 1..{MAX_FEATURES}, "
                              f"got {features.shape[1]}")
-    viewmat = _tensor("viewmat", viewmat, (4, 4), means)
-    K = _tensor("K", K, (3, 3), means)
+    _camera(viewmat, K, means)
     _positive_int("width", width, MAX_IMAGE_SIDE)
     _positive_int("height", height, MAX_IMAGE_SIDE)
     if (n and float(scales.detach().min()) <= 0):
@@ -77,18 +101,6 @@ def check_inputs(means: Any, quats: Any, scales: Any, opacities: Any, colors: An
         raise ValueError("opacities: must lie in [0, 1] (pass activated opacities)")
     if n and float(quats.detach().norm(dim=-1).min()) < 1e-12:
         raise ValueError("quats: contains a zero quaternion")
-    vm = viewmat.detach().double()
-    if not torch.equal(vm[3], vm.new_tensor([0.0, 0.0, 0.0, 1.0])):
-        raise ValueError(f"viewmat: last row must be (0, 0, 0, 1), got {vm[3].tolist()}")
-    rot = vm[:3, :3]
-    if (float((rot @ rot.T - torch.eye(3, dtype=rot.dtype, device=rot.device)).abs().max()) > 1e-3
-            or float(torch.linalg.det(rot)) <= 0):
-        raise ValueError("viewmat: the 3x3 block must be a rotation (world -> camera)")
-    k = K.detach().double()
-    if float(k[0, 0]) <= 0 or float(k[1, 1]) <= 0:
-        raise ValueError("K: focal lengths K[0,0] and K[1,1] must be positive")
-    if float(k[0, 1]) != 0 or float(k[1, 0]) != 0 or k[2].tolist() != [0.0, 0.0, 1.0]:
-        raise ValueError(f"K: expected [[fx,0,cx],[0,fy,cy],[0,0,1]], got {k.tolist()}")
     if (isinstance(near_plane, bool) or not isinstance(near_plane, (int, float))
             or not 0 < near_plane < float("inf")):
         raise ValueError(f"near_plane: expected a positive finite number, got {near_plane!r}")

@@ -5,10 +5,13 @@ Design note: the runtime twin of `models.mapping`'s numpy `project_points` +
 maps and outputs stay on the points' device; only the K camera matrices (a few floats)
 go to it. The projection follows the reference's float chain (float64 camera frame and
 frustum test, float32 pixels for the patch index) so labels match it; the gather is one
-``index_select`` into the stacked maps plus an appended zero row (unseen points), with no
-boolean indexing, hence no device→host synchronisation. The ``random`` view draws its
-scores from the same seeded numpy generator as the reference (a (N, K) host→device copy);
-``center`` and ``first`` run entirely on the device.
+``index_select`` into a `feature_table` (the maps as rows plus a zero row for unseen
+points), with no boolean indexing, hence no device→host synchronisation. `map_rows` is
+the small half ((N,) table rows, 8 bytes a point): training computes it on the host and
+gathers on the device. The ``random`` view draws its scores from the same seeded numpy
+generator as the reference (a (N, K) host→device copy); ``center`` and ``first`` run
+entirely on the device. On CPU the mapping runs on one intra-op thread: faster than the
+numpy reference there, while two threads were 2-8x slower on shared cores (BENCHMARKS).
 """
 from __future__ import annotations
 

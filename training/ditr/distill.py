@@ -28,6 +28,7 @@ from fit3d_ros.models.preprocess import centered, feature_width, input_features
 from fit3d_ros.training.ditr.config import DistillConfig
 from fit3d_ros.training.ditr.data import SegDataset, split_holdout
 from fit3d_ros.training.ditr.loop import (
+    LOG_EVERY,
     autocast,
     build_optimizer,
     device_batches,
@@ -111,7 +112,7 @@ def run_distillation(datasets: Sequence[SegDataset], spec: BackboneSpec,
 
     with device_batches(make, config, dev) as get_batch:
         losses = run_steps(0, config.steps, step_fn, save, config.save_every, progress,
-                           "distill")
+                           "distill", log_every=LOG_EVERY)
     cos, n_points = heldout_cosine(model, held, source, config.input_features, dev)
     tail = losses[-max(1, len(losses) // 10):]
     result = {"heldout_cosine": cos, "heldout_points": n_points,

@@ -157,6 +157,7 @@ def device_batches(make: Callable[[int], Batch], config: Any, device: torch.devi
 
 
 AMP_MODES = ("off", "bf16", "fp16")
+LOG_EVERY = 20  # steps between loss reads (each a device sync)
 
 
 def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -174,8 +175,9 @@ def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler | None:
 
 def optimizer_step(model: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer,
                    sched: Any, grad_clip: float | None,
-                   scaler: torch.amp.GradScaler | None = None) -> float:
-    """Backward, optional gradient clipping, optimizer and scheduler step; the loss value.
+                   scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """Backward, optional gradient clipping, optimizer and scheduler step; the detached
+    loss (a device scalar: `training.loop.run_steps` reads it every ``LOG_EVERY`` steps).
     With `scaler` (fp16 AMP) the loss is scaled and steps with inf/NaN gradients skipped."""
     opt.zero_grad(set_to_none=True)
     if scaler is None:
@@ -191,7 +193,7 @@ def optimizer_step(model: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.
         scaler.step(opt)
         scaler.update()
     sched.step()
-    return float(loss.detach())
+    return loss.detach()
 
 
 class Prefetcher:

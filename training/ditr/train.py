@@ -40,6 +40,7 @@ from fit3d_ros.training.ditr.config import SegTrainConfig
 from fit3d_ros.training.ditr.data import SegDataset
 from fit3d_ros.training.ditr.evaluate import check_classes, evaluate
 from fit3d_ros.training.ditr.loop import (
+    LOG_EVERY,
     autocast,
     build_optimizer,
     device_batches,
@@ -163,7 +164,7 @@ def train_segmentation(datasets: Sequence[SegDataset], config: SegTrainConfig,
 
     with device_batches(make, config, dev) as get_batch:
         losses = run_steps(start, config.steps, step_fn, save, config.save_every, progress,
-                           "train-seg")
+                           "train-seg", log_every=LOG_EVERY)
     result: dict[str, Any] = {
         "steps": config.steps, "resumed_from": start if resume else None,
         "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 10):])) if losses

@@ -120,10 +120,13 @@ class GaussianModel(nn.Module):
         return torch.cat([self.sh_dc, self.sh_rest], 1)[:, : (degree + 1) ** 2]
 
     def render(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
-               sh_degree: int | None = None, backend: str = "auto") -> RasterOutput:
-        """Colour, F_low (H,W,D), alpha and depth from one camera (gradient separation on)."""
+               sh_degree: int | None = None, backend: str = "auto", validate: bool = True
+               ) -> RasterOutput:
+        """Colour, F_low (H,W,D), alpha and depth from one camera (gradient separation on);
+        ``validate=False``: skip `rasterize_gaussians`' argument checks (validated before)."""
         d = self.sh_degree if sh_degree is None else min(sh_degree, self.sh_degree)
         return rasterize_gaussians(
             self.means, self.quats, self.scales, self.opacities, self.sh(d),
             self.features, viewmat, K, width, height,
-            sh_degree=d, detach_geometry_for_features=True, backend=backend)
+            sh_degree=d, detach_geometry_for_features=True, backend=backend,
+            validate=validate)

@@ -11,6 +11,11 @@ Adam state, densification statistics, step) is written every `save_every` iterat
 ``resume`` continues from it and, with a deterministic rasterizer (the torch backend, or
 the CPU kernel on one thread: its backward sums tile contributions in thread order),
 reproduces the uninterrupted run exactly. Held-out views give PSNR and feature L1.
+Per iteration nothing waits for the device: the views' cameras are validated once and
+the Gaussians at the run's first render (their activations keep them valid; the losses,
+kept on the device, are read and checked for finiteness every `LOG_EVERY` iterations);
+on CUDA the upsampled teacher targets are cached on the device in fp16 (up to
+`TARGET_CACHE_MB`), elsewhere recomputed per iteration (float32, as before).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fit3d_ros.kernels import RasterOutput
+from fit3d_ros.kernels import RasterOutput, check_camera
 from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.models.checkpoint import atomic_save
 from fit3d_ros.training.fit3d.config import LiftConfig
@@ -35,7 +40,11 @@ from fit3d_ros.training.fit3d.densify import (
     reset_opacity,
 )
 from fit3d_ros.training.fit3d.gaussians import GaussianModel
-from fit3d_ros.training.fit3d.scene_file import FeatureScene, make_decoder, save_scene_file
+from fit3d_ros.training.fit3d.scene_file import (
+    FeatureScene,
+    make_decoder,
+    save_scene_file,
+)
 from fit3d_ros.training.fit3d.scenes import (
     Scene,
     SceneView,
@@ -44,11 +53,17 @@ from fit3d_ros.training.fit3d.scenes import (
     resize_rgb,
 )
 from fit3d_ros.training.fit3d.ssim import color_loss, psnr
-from fit3d_ros.training.fit3d.vit_features import build_spec_backbone, extract, spec_dict
+from fit3d_ros.training.fit3d.vit_features import (
+    build_spec_backbone,
+    extract,
+    spec_dict,
+)
 from fit3d_ros.training.loop import run_steps, step_rng
 from fit3d_ros.training.resume import load_run_checkpoint, resume_checkpoint
 
 CKPT_FORMAT = "fit3d_ros.lift-checkpoint/1"
+LOG_EVERY = 50            # iterations between loss reads (each one a device sync)
+TARGET_CACHE_MB = 8192    # device memory for cached fp16 teacher targets (CUDA)
 
 
 @dataclass
@@ -60,6 +75,7 @@ class Views:
     viewmats: torch.Tensor  # (V,4,4)
     Ks: torch.Tensor        # (V,3,3)
     teacher: list[torch.Tensor]  # V × (C,h,w) patch maps
+    cached: list[torch.Tensor | None] | None = None  # V × (1,C,H,W) fp16 targets, if caching
 
     @property
     def size(self) -> tuple[int, int]:
@@ -67,10 +83,27 @@ class Views:
 
     def to(self, device: str | torch.device) -> "Views":
         return Views(self.u8.to(device), self.images.to(device), self.viewmats.to(device),
-                     self.Ks.to(device), [t.to(device) for t in self.teacher])
+                     self.Ks.to(device), [t.to(device) for t in self.teacher],
+                     None if self.cached is None else [None] * len(self.cached))
+
+    def cache_targets(self, budget_mb: float = TARGET_CACHE_MB) -> None:
+        """Keep the upsampled targets of the first views that fit `budget_mb` in fp16
+        (filled on first use; `target` returns them from then on)."""
+        w, h = self.size
+        chans = max((int(t.shape[0]) for t in self.teacher), default=1)
+        per_mb = chans * w * h * 2 / 2 ** 20  # one fp16 (C, H, W) target
+        self.cached = [None] * min(len(self.teacher), int(budget_mb // per_mb))
 
     def target(self, v: int) -> torch.Tensor:
-        """Teacher features bilinearly upsampled to the render size (1,C,H,W)."""
+        """Teacher features bilinearly upsampled to the render size (1,C,H,W): float32,
+        or the fp16 cache (see `cache_targets`)."""
+        if self.cached is not None and v < len(self.cached):
+            if self.cached[v] is None:
+                self.cached[v] = self._upsample(v).half()
+            return self.cached[v]
+        return self._upsample(v)
+
+    def _upsample(self, v: int) -> torch.Tensor:
         w, h = self.size
         return F.interpolate(self.teacher[v][None].float(), size=(h, w), mode="bilinear",
                              align_corners=False)
@@ -144,7 +177,15 @@ class LiftRun:
         self.model, self.decoder, self.cfg, self.extent = model, decoder, cfg, extent
         self.opt = build_optimizer(model, decoder, cfg, extent)
         self.stats = DensifyStats.zeros(len(model), device)
-        self.history: list[tuple[float, float]] = []
+        self._history: list[torch.Tensor] = []  # (2,) detached (L_c, L_f) per iteration
+        self.validated = False  # the Gaussians passed rasterize_gaussians' checks once
+
+    @property
+    def history(self) -> list[tuple[float, float]]:
+        """(L_c, L_f) per iteration of this run (one device read)."""
+        if not self._history:
+            return []
+        return [tuple(x) for x in torch.stack(self._history).tolist()]
 
     def losses(self, step: int, data: Views, backend: str
                ) -> tuple[torch.Tensor, torch.Tensor, RasterOutput]:
@@ -154,14 +195,16 @@ class LiftRun:
         w, h = data.size
         out = self.model.render(data.viewmats[v], data.Ks[v], w, h,
                                 sh_degree=step // max(cfg.sh_increase_every, 1),
-                                backend=backend)
+                                backend=backend, validate=not self.validated)
+        self.validated = True
         out.means2d.retain_grad()
         lc = color_loss(out.rgb, data.images[v], cfg.lambda_dssim)
         f_high = self.decoder(out.features.permute(2, 0, 1)[None])
         lf = (f_high - data.target(v)).abs().mean()
         return lc, lf, out
 
-    def step(self, step: int, data: Views, backend: str) -> float:
+    def step(self, step: int, data: Views, backend: str) -> torch.Tensor:
+        """One iteration; its loss L_c + L_f as a device scalar (not read here)."""
         cfg, model = self.cfg, self.model
         for g in self.opt.param_groups:
             if g["name"] == "means":
@@ -181,9 +224,9 @@ class LiftRun:
                                                done, gen)
             if cfg.opacity_reset_every and done % cfg.opacity_reset_every == 0:
                 reset_opacity(model, self.opt)
-        lc_v, lf_v = float(lc.detach()), float(lf.detach())
-        self.history.append((lc_v, lf_v))
-        return lc_v + lf_v
+        pair = torch.stack([lc.detach(), lf.detach()])
+        self._history.append(pair)
+        return pair.sum()
 
     def payload(self, step: int, spec: BackboneSpec, scene: Scene) -> dict[str, Any]:
         return {"format": CKPT_FORMAT, "step": step, "gaussians": self.model.state(),
@@ -219,6 +262,10 @@ def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | 
     teacher = build_spec_backbone(spec, device)
     train = prepare_views(scene.subset("train"), cfg.image_width, teacher, cfg.token_budget
                           ).to(device)
+    for v in range(train.viewmats.shape[0]):  # once: renders skip the checks (note)
+        check_camera(train.viewmats[v], train.Ks[v])
+    if torch.device(device).type == "cuda":
+        train.cache_targets()
     if resume:
         d = load_run_checkpoint(ckpt, CKPT_FORMAT, "lift", _run_id(cfg, spec, scene))
         run, start = LiftRun.restore(d, cfg, device), int(d["step"])
@@ -236,7 +283,7 @@ def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | 
             atomic_save(run.payload(done, spec, scene), ckpt)
 
     run_steps(start, end, lambda s: run.step(s, train, backend), save, cfg.save_every,
-              progress, f"lift {Path(scene.source).name}")
+              progress, f"lift {Path(scene.source).name}", log_every=LOG_EVERY)
     result: dict[str, Any] = {"iterations": end, "num_gaussians": len(run.model),
                               "backbone": spec_dict(spec), "data": _scene_id(scene),
                               "config": cfg.to_dict()}
