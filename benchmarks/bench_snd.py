@@ -28,6 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
 
 
+def _stage(out: dict, work: Path, key: str, argv: list[str]) -> None:
+    """Run one command into out[key] (time in out["times_s"]); out so far -> work/partial.json."""
+    out[key], out["times_s"][key] = _run(argv)
+    (work / "partial.json").write_text(json.dumps(out, default=str))
+
+
 def _run(argv: list[str]) -> tuple[dict, float]:
     buf = io.StringIO()
     t0 = time.perf_counter()
@@ -44,18 +50,16 @@ def run(backbone: str, threads: int, work: Path, fit3d_student: Path | None) -> 
     seven = [str(DATA / "rgbd" / "7scenes"), "--frames", "0:100:2", "--holdout-every", "5"]
     snd = work / "snd.safetensors"
     out: dict = {"backbone": backbone, "random_init": True, "threads": threads, "times_s": {}}
-    t = out["times_s"]
-    out["snd"], t["snd"] = _run(["snd", *seven, *bb, "-o", str(snd), "--force"])
+    _stage(out, work, "snd", ["snd", *seven, *bb, "-o", str(snd), "--force"])
     if fit3d_student is None:
         scene, fit3d_student = work / "7scenes.pt", work / "fit3d.safetensors"
-        out["lift"], t["lift"] = _run(["lift", *seven, *bb, "-o", str(scene), "--force"])
-        out["finetune"], t["finetune"] = _run(["finetune", str(scene), *bb, "-o",
-                                               str(fit3d_student), "--force"])
+        _stage(out, work, "lift", ["lift", *seven, *bb, "-o", str(scene), "--force"])
+        _stage(out, work, "finetune", ["finetune", str(scene), *bb, "-o", str(fit3d_student),
+                                       "--force"])
     out["fit3d_student"] = str(fit3d_student)
-    out["eval_snd"], t["eval_snd"] = _run(["eval-correspondence", *seven, *bb,
-                                           "--finetuned", str(snd)])
-    out["eval_fit3d"], t["eval_fit3d"] = _run(["eval-correspondence", *seven, *bb,
-                                               "--finetuned", str(fit3d_student)])
+    _stage(out, work, "eval_snd", ["eval-correspondence", *seven, *bb, "--finetuned", str(snd)])
+    _stage(out, work, "eval_fit3d", ["eval-correspondence", *seven, *bb, "--finetuned",
+                                     str(fit3d_student)])
     return out
 
 
