@@ -135,3 +135,18 @@ def test_snd_command_json(shared_data, tmp_path, capsys):
     assert main(["snd", seven, "--frames", "0:1", *args, "-o", str(tmp_path / "x.st")]) == 2
     assert "at least 2" in capsys.readouterr().err
     assert main(["snd", seven, *args, "-o", str(out)]) == 2  # exists without --force
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_teacher_follows_the_student_unless_frozen(scene, tmp_path, frozen):
+    cfg = SnDConfig.tiny(**{**SMALL, "frozen_teacher": frozen, "ema_every": 1})
+    out = tmp_path / "t.st"
+    snd_train([scene], SPEC, cfg, out, progress=False, stop_at=3, evaluate=False)
+    teacher = torch.load(checkpoint_path(out), weights_only=True)["teacher"]
+    orig = build_backbone("vit_tiny_test", pretrained=False).model.state_dict()
+    moved = {k for k, v in teacher.items() if not torch.equal(v, orig[k])}
+    if frozen:
+        assert not moved
+    else:
+        assert moved == {f"blocks.{i}.attn.{n}.weight" for i in range(2)
+                         for n in ("qkv", "proj")}
