@@ -5,18 +5,18 @@ Design note: meant for a borrowed, offline GPU machine with only torch preinstal
 under its own time cap inside one overall deadline and records either its figures or an
 ``error`` string, so the JSON always has every key (printed once, written to
 ``--out``). Segmenter stages come from `LatencyStats` with synchronised timers
-(`pipeline.latency.device_sync`); bf16 runs the ViT in bfloat16 and, on CUDA, the U-Net
-under ``torch.autocast`` (spconv casts its convolutions to fp16 there; its CPU kernels
-have no bf16, so on CPU only the ViT changes). Training speeds run the real CLI in a subprocess (wall time, steps
-per second from the step count). ``--device cpu --quick`` runs the same sections on
-tiny sizes in ≤ 3 minutes (tested in the suite).
+(`pipeline.latency.device_sync`); bf16 is the product option ``Segmenter(dtype=
+"bfloat16")``: the ViT in bfloat16 and, on CUDA, the U-Net under ``torch.autocast``
+(spconv casts its convolutions to fp16 there; its CPU kernels have no bf16, so on CPU
+only the ViT changes). Training speeds run the real CLI in a subprocess (wall time,
+steps per second from the step count); ``train_seg_inject_amp`` is the same run with
+``--amp bf16`` (CUDA only). ``--device cpu --quick`` runs the same sections on tiny
+sizes in ≤ 3 minutes (tested in the suite).
 Usage: ``python benchmarks/gpu_check.py --data DIR --out FILE [--device cuda] [--quick]``.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import importlib.metadata
 import json
 import os
@@ -36,15 +36,14 @@ from fit3d_ros.models import SpUNet, SpUNetConfig
 from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
 from fit3d_ros.models.classes import semantickitti_classes
-from fit3d_ros.pipeline.features import FeatureExtractor
 from fit3d_ros.pipeline.segmenter import Segmenter, ViewInput
 from fit3d_ros.sensors import PointCloud
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_TESTS = ("test/kernels/test_raster_cuda.py",)
 CLI = "import sys; sys.argv[0] = 'fit3d-ros'; from fit3d_ros.cli.main import main; sys.exit(main())"
-KEYS = ("env", "cuda_tests", "raster", "segmenter", "lift", "finetune", "train_seg",
-        "train_seg_inject", "seconds")
+TRAIN_KEYS = ("lift", "finetune", "train_seg", "train_seg_inject", "train_seg_inject_amp")
+KEYS = ("env", "cuda_tests", "raster", "segmenter", *TRAIN_KEYS, "seconds")
 
 
 def peak_mb(device: torch.device) -> float | None:
@@ -182,22 +181,15 @@ def check_segmenter(data: Path, device: torch.device, quick: bool, work: Path
     calls = 3 if quick else 30
     out: dict[str, Any] = {}
     for precision in ("float32", "bfloat16"):
-        seg = Segmenter(ckpt, device=str(device))
-        if precision != "float32":  # ViT weights in bf16; U-Net under autocast
-            seg.extractor = FeatureExtractor(dataclasses.replace(
-                seg.feature_config(str(device)), dtype=precision))
-        # U-Net autocast on CUDA only: spconv's CPU kernels have no bfloat16
-        ctx = (torch.autocast("cuda", dtype=torch.bfloat16)
-               if precision != "float32" and device.type == "cuda" else contextlib.nullcontext())
+        seg = Segmenter(ckpt, device=str(device), dtype=precision)
         for name, (cloud, views) in inputs.items():
             seg.latency.stages.clear()
             reset_peak(device)
             tot = []
-            with ctx:
-                for i in range(calls + 1):
-                    _, t = timed_once(lambda: seg(cloud, views), device)
-                    if i:
-                        tot.append(t)
+            for i in range(calls + 1):
+                _, t = timed_once(lambda: seg(cloud, views), device)
+                if i:
+                    tot.append(t)
             stages = {k: {"p50": round(v["p50"], 2), "p90": round(v["p90"], 2)}
                       for k, v in seg.latency.summary().items()}
             out[f"{name}_{precision}"] = {
@@ -240,14 +232,19 @@ def training_runs(data: Path, device: torch.device, quick: bool, work: Path,
                             "-o", str(work / "sk.ckpt"), "--json", "--no-progress"],
                            min(150, left() * 0.3))
     out["train_seg"]["steps"] = steps
-    bag = work / "k.mcap"
-    conv = cli(["bag", "from-kitti", str(data / "kitti"), "--box-labels", "-o", str(bag)],
-               min(60, left() * 0.3))
-    inj = cli(["train-seg", str(bag), "--inject", *vit, "--token-budget",
-               "150" if quick else "1369", *cfg, "--steps", str(steps), *dev,
-               "-o", str(work / "inj.ckpt"), "--json", "--no-progress"], min(150, left()))
-    inj["steps"], inj["bag_rc"] = steps, conv["rc"]
-    out["train_seg_inject"] = inj
+    inject = ["train-seg", str(data / "kitti" / "object"), "--inject", *vit, "--token-budget",
+              "150" if quick else "1369", *cfg, "--steps", str(steps), *dev, "--json",
+              "--no-progress"]
+    out["train_seg_inject"] = cli([*inject, "-o", str(work / "inj.ckpt")],
+                                  min(150, left() * 0.5))
+    out["train_seg_inject"]["steps"] = steps
+    if device.type == "cuda":  # AMP (Pointcept's bf16 autocast) is CUDA-only
+        out["train_seg_inject_amp"] = cli([*inject, "--amp", "bf16", "-o",
+                                           str(work / "amp.ckpt")], min(150, left()))
+        out["train_seg_inject_amp"]["steps"] = steps
+    else:
+        out["train_seg_inject_amp"] = {"rc": None, "wall_s": 0.0,
+                                       "skipped": "AMP runs on CUDA only"}
     for v in out.values():  # wall time includes start-up: an upper bound on step time
         n = v.get("iterations", v.get("steps"))
         if n and v["rc"] == 0:
@@ -276,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res["raster"] = section(lambda: check_raster(device, a.quick))
         res["segmenter"] = section(lambda: check_segmenter(a.data, device, a.quick, work))
         train = section(lambda: training_runs(a.data, device, a.quick, work, left))
-        for k in ("lift", "finetune", "train_seg", "train_seg_inject"):
+        for k in TRAIN_KEYS:
             res[k] = train.get(k, {"error": train.get("error", "not run")})
     res["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(res, default=str)

@@ -5,7 +5,9 @@ several intra-op threads each one pays OpenMP fork/spin costs, which explode whe
 cores are shared (measured here: a tiny SpUNet training step took 29 s with the default
 threads on a loaded 2-core machine and 1.2 s with one thread). `cpu_threads` sets the
 count for a block and restores it; it is process-wide, so callers use it around
-U-Net work only. No-op for CUDA work.
+U-Net work and the per-point CPU work of `models.voxels`, `models.mapping_device` and
+the 3-NN (many small ops: same effect, BENCHMARKS "Point-work scaling"). No-op for CUDA
+work.
 """
 from __future__ import annotations
 

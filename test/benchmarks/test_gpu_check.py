@@ -21,7 +21,7 @@ def test_gpu_check_quick_on_cpu(shared_data, tmp_path):
     res = json.loads(out.read_text())
     assert res == json.loads(p.stdout.strip().splitlines()[-1])  # printed = written
     assert set(res) == {"env", "cuda_tests", "raster", "segmenter", "lift", "finetune",
-                        "train_seg", "train_seg_inject", "seconds"}
+                        "train_seg", "train_seg_inject", "train_seg_inject_amp", "seconds"}
     assert res["env"]["device"] == "cpu" and res["cuda_tests"]["skipped"]
     assert "error" not in res["raster"] and res["raster"]["max_abs_err"] < 1e-3
     seg = res["segmenter"]
@@ -34,3 +34,5 @@ def test_gpu_check_quick_on_cpu(shared_data, tmp_path):
             assert r["total_p90_ms"] >= r["total_p50_ms"] > 0
     for k in ("lift", "finetune", "train_seg", "train_seg_inject"):
         assert "rc" in res[k] and "wall_s" in res[k], res[k]  # ran (or hit its time cap)
+        assert res[k]["rc"] in (0, 124), (k, res[k])  # 124: its time cap on a busy machine
+    assert res["train_seg_inject_amp"]["skipped"] == "AMP runs on CUDA only"

@@ -21,6 +21,7 @@ from torch import nn
 
 from fit3d_ros.kernels import RasterOutput, rasterize_gaussians
 from fit3d_ros.models.voxels import voxelize
+from fit3d_ros.threads import cpu_threads
 
 from .knn import knn_mean_sq_dist
 
@@ -33,9 +34,11 @@ def voxel_downsample(xyz: torch.Tensor, rgb: torch.Tensor, voxel: float
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean position and colour of the points in each occupied voxel of side `voxel`."""
     vox = voxelize(xyz, voxel, pick="first")  # packed 1-D keys, same (x, y, z) order
-    sums = torch.zeros(vox.num_voxels, 6, dtype=torch.float64, device=xyz.device).index_add_(
-        0, vox.inverse, torch.cat([xyz, rgb], 1).double())
-    mean = (sums / vox.counts[:, None]).float()
+    with cpu_threads(1 if xyz.device.type == "cpu" else None):  # as voxelize (its note)
+        sums = torch.zeros(vox.num_voxels, 6, dtype=torch.float64,
+                           device=xyz.device).index_add_(
+            0, vox.inverse, torch.cat([xyz, rgb], 1).double())
+        mean = (sums / vox.counts[:, None]).float()
     return mean[:, :3].contiguous(), mean[:, 3:].contiguous()
 
 

@@ -11,10 +11,13 @@ the work is ~108 candidates per query: cost O(N log N) for the sort, linear in p
 Candidate lists are expanded with ``repeat_interleave`` and ranked per query
 (a padded top-k, or a segmented sort where a cell is crowded), in query chunks of 16k
 (~1.7M candidates: a bounded working set keeps the cost per point flat as N grows).
+On CPU it runs on one intra-op thread, as `models.voxels` (shared cores, BENCHMARKS).
 """
 from __future__ import annotations
 
 import torch
+
+from fit3d_ros.threads import cpu_threads
 
 _OFFSETS = torch.tensor([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)])
 
@@ -91,6 +94,11 @@ def _smallest_k(qi: torch.Tensor, d2: torch.Tensor, nq: int, k: int,
 
 def knn_sq_dists(xyz: torch.Tensor, k: int = 3, chunk: int = 16384) -> torch.Tensor:
     """(N, k) ascending squared distances to the `k` nearest other points (exact)."""
+    with cpu_threads(1 if xyz.device.type == "cpu" else None):  # see the module note
+        return _knn_sq_dists(xyz, k, chunk)
+
+
+def _knn_sq_dists(xyz: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
     n = xyz.shape[0]
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {tuple(xyz.shape)}")

@@ -301,7 +301,7 @@ def lift_scene(scene: Scene, spec: BackboneSpec, cfg: LiftConfig, output: str | 
     tr = evaluate_views(run.model, run.decoder, train, backend)
     w, h = train.size
     order = list(scene.train) + list(scene.heldout)
-    allv = [train, held]
+    allv = [a for a in (train, held) if a.images.shape[0]]  # no held-out views: none
     images = torch.cat([a.u8 for a in allv]).cpu()
     fs = FeatureScene(run.model.cpu(), run.decoder.cpu(), images,
                       torch.cat([a.viewmats for a in allv]).cpu(),
