@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slop", type=float, default=0.1, help="sync slop in seconds")
     p.add_argument("--max-frames", type=int, help="stop after this many clouds")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="ViT precision (CUDA: the U-Net under autocast too)")
     p.add_argument("--json", action="store_true", help="print metrics.json")
     p.set_defaults(func=_run)
 
@@ -40,10 +42,11 @@ def _run(args: argparse.Namespace) -> int:
         features = FeatureConfig(backbone=args.backbone, mode=args.feature_mode,
                                  weights=args.weights, finetuned_weights=args.finetuned_weights,
                                  random_init=args.random_init, seed=args.seed,
-                                 token_budget=args.token_budget, device=args.device)
+                                 token_budget=args.token_budget, dtype=args.dtype,
+                                 device=args.device)
     cfg = ReplayConfig(checkpoint=args.checkpoint, features=features,
                        cloud_topic=args.cloud_topic, cameras=args.cameras, slop_s=args.slop,
-                       device=args.device, max_frames=args.max_frames)
+                       device=args.device, dtype=args.dtype, max_frames=args.max_frames)
     metrics = replay_bag(args.bag, args.out, cfg, progress=not args.json)
     if args.json:
         print(json.dumps(metrics))

@@ -72,6 +72,7 @@ class ReplayConfig:
     queue_size: int = 10
     view: str = "center"
     device: str = "cpu"
+    dtype: str = "float32"                  # ViT precision (CUDA: U-Net autocast), as the node
     max_frames: int | None = None
     limits: InputLimits = field(default_factory=InputLimits)  # as the node's parameters
     # called as on_labelled(labelled cloud, TF buffer at its stamp, segmenter) per cloud
@@ -132,7 +133,8 @@ class _Run:
         self.shared = SharedResults(capacity=64)
         self.decoded = SharedResults(capacity=cfg.queue_size + 1)  # decoded images, by message
         self.segmenter = (Segmenter(cfg.checkpoint, device=cfg.device, view=cfg.view,
-                                    limits=cfg.limits) if cfg.checkpoint else None)
+                                    limits=cfg.limits, dtype=cfg.dtype)
+                          if cfg.checkpoint else None)
         # the segmenter keeps its checkpoint's backbone; feature outputs use --backbone if
         # given, else the same backbone (then one pass per image serves both)
         seg_cfg = (self.segmenter.feature_config(cfg.device)
