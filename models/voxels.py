@@ -4,8 +4,8 @@ Design note: the sparse U-Net sees one point per voxel (Pointcept's grid samplin
 its per-voxel outputs are mapped back to all N input points through ``inverse``. It runs on
 the points' device (float64 coordinates: N x 3 elementwise work, cheap anywhere, and
 the keys stay those of the CPU reference); voxel keys are packed into one int64 and
-deduplicated with ``torch.unique`` (sorted, so the voxel order does not depend on the point order); per-voxel reductions use
-``Tensor.scatter_reduce`` (replacing torch-scatter). The representative point of a voxel
+deduplicated with ``torch.unique`` (sorted, so the voxel order does not depend on the
+point order); per-voxel reductions use ``Tensor.scatter_reduce`` (replacing torch-scatter). The representative point of a voxel
 is the first, a seeded random one, or the one nearest the voxel centre. On CPU it runs on
 one intra-op thread (`fit3d_ros.threads`): its ~30 small ops each paid a scheduling
 quantum with two threads on shared cores (25k points: 144 ms vs 5 ms, BENCHMARKS).
