@@ -113,6 +113,7 @@ def _targets(scene: FeatureScene, view: int, grid: tuple[int, int], flips: bool,
 
 
 CKPT_FORMAT = "fit3d_ros.finetune/1"
+LOG_EVERY = 20  # steps between loss reads (each a device sync)
 
 
 def _run_id(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: FinetuneConfig
@@ -173,7 +174,7 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
             cache[key] = _targets(scenes[s], view, grid, cfg.flip, backend)
         return cache[key][flip]
 
-    def step_fn(step: int) -> float:
+    def step_fn(step: int) -> torch.Tensor:
         rng = step_rng(cfg.seed, step)
         imgs, targets = [], []
         for s, v in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]:
@@ -194,22 +195,23 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        return float(loss.detach())
+        return loss.detach()  # a device scalar: read with the others (run_steps, save)
 
     def save(done: int) -> None:
         if done < steps:  # the finished run writes the output instead
             atomic_save({"format": CKPT_FORMAT, **run_id, "step": done,
                          "vit": vit.state_dict(), "optimizer": opt.state_dict(),
-                         "losses": history + losses}, ckpt)
+                         "losses": history + _floats(losses)}, ckpt)
 
-    losses: list[float] = []  # filled as steps run, so `save` sees them
+    losses: list[torch.Tensor] = []  # filled as steps run, so `save` sees them
 
-    def recorded_step(step: int) -> float:
+    def recorded_step(step: int) -> torch.Tensor:
         losses.append(step_fn(step))
         return losses[-1]
 
-    run_steps(start, end, recorded_step, save, cfg.save_every, progress, "finetune")
-    losses = history + losses
+    run_steps(start, end, recorded_step, save, cfg.save_every, progress, "finetune",
+              log_every=LOG_EVERY)
+    losses = history + _floats(losses)
     if end < steps:
         return {"stopped": True, "step": end, "steps": steps, "checkpoint": str(ckpt),
                 "seconds": time.perf_counter() - t0}
@@ -225,6 +227,11 @@ def finetune(scene_paths: Sequence[str | Path], spec: BackboneSpec, cfg: Finetun
             "loss_first": float(np.mean(losses[:k])), "loss_last": float(np.mean(losses[-k:])),
             "seconds": time.perf_counter() - t0, "backbone": spec_dict(spec),
             "scenes": [str(p) for p in scene_paths]}
+
+
+def _floats(losses: list[torch.Tensor]) -> list[float]:
+    """Device loss scalars as floats (one transfer)."""
+    return torch.stack(losses).tolist() if losses else []
 
 
 def save_finetuned(vit: nn.Module, output: str | Path, meta: dict[str, Any]) -> Path:
