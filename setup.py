@@ -11,7 +11,6 @@ folders that lie outside the package. ``find_packages`` follows the symlinks, ``
 copies the real files into wheels, and editable installs resolve through the links.
 """
 from glob import glob
-import os
 
 from setuptools import find_packages, setup
 

@@ -11,7 +11,7 @@ from fit3d_ros.logs.bag import BagReader, BagWriter
 from fit3d_ros.logs.convert import kitti_to_bag, semantickitti_to_bag
 from fit3d_ros.logs.datasets import read_kitti_object
 from fit3d_ros.logs.lidar_datasets import read_semantickitti
-from fit3d_ros.msgs import (features_from_msg, image_to_numpy, numpy_to_image,
+from fit3d_ros.msgs import (features_from_msg, numpy_to_image,
                             pointcloud2_to_cloud, rosbags_types)
 from fit3d_ros.pipeline.features import FeatureConfig, FeatureExtractor
 from fit3d_ros.pipeline.replay import ReplayConfig, replay_bag
