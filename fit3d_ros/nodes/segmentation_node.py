@@ -189,10 +189,9 @@ class SegmentationNode(Node):
     def _check_sync(self) -> None:
         """Warn when clouds cannot pair with a camera's images (dead or clock-shifted
         stream), not when images merely arrive after their clouds."""
-        for problem in self._monitor.problems():
-            index = int(problem.split(":")[0].split()[1])
+        for index, problem in self._monitor.problems_by_input():
             self.health.warn("unsynchronised", f"camera {self.camera_names[index - 1]} "
-                             f"{problem.split(':', 1)[1].strip()}")
+                             f"{problem}")
 
     def _on_future_stamp(self, index: int, stamp_ns: int, ahead_s: float) -> None:
         what = "cloud" if index == 0 else f"camera {self.camera_names[index - 1]} image"

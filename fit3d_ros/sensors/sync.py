@@ -214,6 +214,10 @@ class SyncMonitor:
 
     def problems(self) -> list[str]:
         """One line per camera (index >= 1) that lost clouds since the last call."""
+        return [f"input {j}: {text}" for j, text in self.problems_by_input()]
+
+    def problems_by_input(self) -> list[tuple[int, str]]:
+        """`problems` as (camera input index, what happened) pairs."""
         now, out = time.monotonic(), []
         with self._lock:
             lost: dict[int, list[float]] = {}
@@ -227,15 +231,15 @@ class SyncMonitor:
                         self.pending.pop(c, None)
                         break
             for j, gaps in lost.items():
-                out.append(f"input {j}: {len(gaps)} clouds can never match (nearest image "
-                           f"{min(gaps):.3f} s away, slop {self.slop_ns / 1e9:g} s): "
-                           "clock off?")
+                out.append((j, f"{len(gaps)} clouds can never match (nearest image "
+                               f"{min(gaps):.3f} s away, slop {self.slop_ns / 1e9:g} s): "
+                               "clock off?"))
             waiting = [t for t in self.pending.values() if now - t > self.down_s]
             for j in range(1, len(self.stamps)):
                 silent = now - self.last_arrival[j]
                 if waiting and silent > self.down_s:
-                    out.append(f"input {j}: no message for {silent:.1f} s while "
-                               f"{len(waiting)} clouds wait: stream down?")
+                    out.append((j, f"no message for {silent:.1f} s while "
+                                   f"{len(waiting)} clouds wait: stream down?"))
         return out
 
 
