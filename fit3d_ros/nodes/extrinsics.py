@@ -19,11 +19,23 @@ from fit3d_ros.msgs import (rclpy_types, tf_message_to_transforms,
 from fit3d_ros.sensors import Transform
 from fit3d_ros.sensors.tf_buffer import TransformBuffer, TransformError
 
-from .common import qos_from_name
+from .common import declare, qos_from_name
+
+EXTRINSICS_FILE_HELP = ("YAML file of static transforms: the extrinsics without tf2_ros, "
+                        "added to tf2's tree with it; entries {parent, child, translation, "
+                        "rotation | rpy} or static_transform_publisher argument strings "
+                        "(fit3d-ros bag extrinsics dumps a bag's)")
 
 
 class Extrinsics:
     """`lookup(target, source, stamp_ns)` → Transform mapping source-frame points to target."""
+
+    @classmethod
+    def from_params(cls, node: Node) -> "Extrinsics":
+        """Declare the node's ``extrinsics_file`` and ``tf_timeout_s`` and build from them."""
+        return cls(node, declare(node, "extrinsics_file", "", EXTRINSICS_FILE_HELP),
+                   declare(node, "tf_timeout_s", 0.05, "tf2 lookup timeout (s)",
+                           bounds=(0.0, 60.0)))
 
     def __init__(self, node: Node, extrinsics_file: str = "", timeout_s: float = 0.05,
                  prefer_tf2: bool = True) -> None:

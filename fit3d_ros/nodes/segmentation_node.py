@@ -91,11 +91,6 @@ class SegmentationNode(Node):
                            "zeros and visible 0 where no camera sees it) | unet (last "
                            "decoder features) | auto (vit when the checkpoint injects 2D "
                            "features and images are used, else unet)")
-        extrinsics_file = p("extrinsics_file", "", "YAML file of static transforms: the extrinsics "
-                            "without tf2_ros, added to tf2's tree with it; entries {parent, "
-                            "child, translation, rotation | rpy} or static_transform_publisher "
-                            "argument strings (fit3d-ros bag extrinsics dumps a bag's)")
-        tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)", bounds=(0.0, 60.0))
         qos_name = p("qos", "auto", "input QoS: auto (reliability of the publishers) | "
                      "sensor_data | reliable")
         qos = qos_from_name(qos_name)
@@ -130,7 +125,7 @@ class SegmentationNode(Node):
         runtime.declare("throttle_s", 5.0, "warning period (s)",
                         lambda v: setattr(self.health.throttle, "period_s", v),
                         bounds=(0.0, 3600.0))
-        self.extrinsics = Extrinsics(self, extrinsics_file, tf_timeout)
+        self.extrinsics = Extrinsics.from_params(self)
         self.types = rclpy_types()
         self.infos: dict[str, CameraInfoHistory] = {}
         self.pub = self.create_publisher(PointCloud2, "~/segmentation", 5)

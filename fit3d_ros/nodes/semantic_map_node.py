@@ -83,11 +83,6 @@ class SemanticMapNode(Node):
         classes_spec = p("classes", "", "class map: builtin name or JSON (default: the "
                          "checkpoint's)")
         checkpoint = p("checkpoint", "", "segmentation checkpoint (for its class names)")
-        extrinsics_file = p("extrinsics_file", "", "YAML file of static transforms: the extrinsics "
-                            "without tf2_ros, added to tf2's tree with it; entries {parent, "
-                            "child, translation, rotation | rpy} or static_transform_publisher "
-                            "argument strings (fit3d-ros bag extrinsics dumps a bag's)")
-        tf_timeout = p("tf_timeout_s", 0.05, "tf2 lookup timeout (s)")
         qos = qos_from_name(p("qos", "sensor_data", "input QoS: sensor_data | reliable"))
         throttle = p("throttle_s", 5.0, "warning period (s)")
         if not rate > 0:
@@ -98,7 +93,7 @@ class SemanticMapNode(Node):
         self.health = NodeHealth(self, throttle)
         self.health.extra_stats = lambda: {"voxels": len(self.map), "map_bytes": self.map.nbytes(),
                                            "feature_dim": self.map.feature_dim or 0}
-        self.extrinsics = Extrinsics(self, extrinsics_file, tf_timeout)
+        self.extrinsics = Extrinsics.from_params(self)
         self.types = rclpy_types()
         self._lock = threading.Lock()  # composed process: other nodes' threads
         self._pending: dict[tuple[str, int], tuple[float, PointCloud | None, Any]] = {}
