@@ -292,16 +292,14 @@ class SegmentationNode(Node):
         return views
 
     def _count_drops(self, drops: PointDrops, frame_id: str) -> None:
-        for key, n in (("points_non_finite", drops.non_finite),
-                       ("points_out_of_range", drops.out_of_range),
-                       ("points_subsampled", drops.subsampled)):
-            if n and key == "points_non_finite":
-                self.health.count(key, n)
-            elif n:  # n points in all: n - 1 here, 1 by the (throttled) warning
+        if drops.non_finite:
+            self.health.count("points_non_finite", drops.non_finite)
+        limits = self.segmenter.limits
+        for key, n, limit in (
+                ("points_out_of_range", drops.out_of_range, f"max_range_m {limits.max_range_m:g}"),
+                ("points_subsampled", drops.subsampled, f"max_points {limits.max_points}")):
+            if n:  # n points in all: n - 1 here, 1 by the (throttled) warning
                 self.health.count(key, n - 1)
-                limit = (f"max_range_m {self.segmenter.limits.max_range_m:g}"
-                         if key == "points_out_of_range"
-                         else f"max_points {self.segmenter.limits.max_points}")
                 self.health.warn(key, f"cloud on {frame_id}: {n} points dropped ({limit})")
 
     def _process(self, frame: Frame) -> None:
