@@ -24,6 +24,7 @@ from fit3d_ros.pipeline.shared import SharedResults
 
 from .common import (NodeHealth, RuntimeParams, Throttle, declare, has_subscribers,
                      qos_from_name, rate_period, run_node)
+from .qos_match import QOS_HELP, match_if_auto, subscribe
 
 _DESCRIPTIONS = {
     "backbone": "ViT short name (dinov2_small, ...) or timm model name",
@@ -67,8 +68,8 @@ class FeatureNode(Node):
         super().__init__("feature_node", **kwargs)
         self.cfg = feature_config_from_params(self)
         self.shared = shared  # composed executable: one backbone pass per image
-        qos = qos_from_name(declare(self, "qos", "sensor_data",
-                                    "input QoS: sensor_data | reliable"))
+        qos_name = declare(self, "qos", "auto", QOS_HELP)
+        qos = qos_from_name(qos_name)
         image_topic = declare(self, "image_topic", "image", "input RGB Image topic")
         self._rate = Throttle(0.0)  # output rate limit
         self.types = rclpy_types()
@@ -92,7 +93,8 @@ class FeatureNode(Node):
         self.pub_pca = self.create_publisher(Image, "~/features_pca", 5)
         self.worker = LatestWinsWorker(self._process, on_error=self._on_error)
         self.health.watch_worker("features", self.worker.counters)
-        self.create_subscription(Image, image_topic, self._on_image, qos)
+        self._qos_match = match_if_auto(
+            self, qos_name, [subscribe(self, Image, image_topic, self._on_image, qos)], qos)
         self.get_logger().info(f"feature_node ready: {self.cfg.backbone} ({self.cfg.mode}, "
                                f"{'random init' if self.cfg.random_init else 'pretrained'})")
 

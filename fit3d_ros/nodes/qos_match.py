@@ -15,6 +15,11 @@ from typing import Any, Sequence
 
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from fit3d_ros.sensors.sync import SubscriberFilter
+
+QOS_HELP = ("input QoS: auto (reliability of the publishers) | sensor_data | reliable | "
+            "transient_local")
+
 
 def offered_reliability(node, topic: str) -> ReliabilityPolicy | None:
     """RELIABLE if every publisher of `topic` offers it, BEST_EFFORT if one does not,
@@ -51,3 +56,16 @@ class QoSMatcher:
             self.changes += 1
             self.node.get_logger().info(f"{sub.topic}: subscription now {want.name.lower()} "
                                         "(matching its publishers)")
+
+
+def subscribe(node, msg_type, topic: str, callback, qos: QoSProfile) -> SubscriberFilter:
+    """A plain subscription that `QoSMatcher` can re-create with another reliability."""
+    sub = SubscriberFilter(node, msg_type, topic, qos)
+    sub.registerCallback(callback)
+    return sub
+
+
+def match_if_auto(node, qos_name: str, subscribers: Sequence[Any], qos: QoSProfile
+                  ) -> QoSMatcher | None:
+    """A `QoSMatcher` over `subscribers` when the node's ``qos`` parameter is ``auto``."""
+    return QoSMatcher(node, subscribers, qos) if qos_name == "auto" else None

@@ -42,7 +42,7 @@ from fit3d_ros.sensors.tf_buffer import TransformError
 from .common import (NodeHealth, RuntimeParams, Throttle, declare, has_subscribers,
                      qos_from_name, rate_period, run_node)
 from .extrinsics import Extrinsics
-from .qos_match import QoSMatcher
+from .qos_match import QOS_HELP, QoSMatcher
 
 MODES = ("ditr", "image_free", "rgbd")
 
@@ -91,8 +91,7 @@ class SegmentationNode(Node):
                            "zeros and visible 0 where no camera sees it) | unet (last "
                            "decoder features) | auto (vit when the checkpoint injects 2D "
                            "features and images are used, else unet)")
-        qos_name = p("qos", "auto", "input QoS: auto (reliability of the publishers) | "
-                     "sensor_data | reliable")
+        qos_name = p("qos", "auto", QOS_HELP)
         qos = qos_from_name(qos_name)
         limits = InputLimits(
             max_points=p("max_points", MAX_POINTS_DEFAULT, "points per cloud; more are "

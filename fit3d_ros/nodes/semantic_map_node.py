@@ -46,6 +46,7 @@ from fit3d_ros.sensors.tf_buffer import TransformError
 
 from .common import NodeHealth, declare, has_subscribers, qos_from_name, run_node
 from .extrinsics import Extrinsics
+from .qos_match import QOS_HELP, match_if_auto, subscribe
 
 
 class SemanticMapNode(Node):
@@ -83,7 +84,8 @@ class SemanticMapNode(Node):
         classes_spec = p("classes", "", "class map: builtin name or JSON (default: the "
                          "checkpoint's)")
         checkpoint = p("checkpoint", "", "segmentation checkpoint (for its class names)")
-        qos = qos_from_name(p("qos", "sensor_data", "input QoS: sensor_data | reliable"))
+        qos_name = p("qos", "auto", QOS_HELP)
+        qos = qos_from_name(qos_name)
         throttle = p("throttle_s", 5.0, "warning period (s)")
         if not rate > 0:
             raise ValueError(f"parameter map_rate_hz must be positive, got {rate}")
@@ -102,16 +104,18 @@ class SemanticMapNode(Node):
         self.pub_map = self.create_publisher(PointCloud2, "~/map", 1)
         self.pub_result = self.create_publisher(String, "~/locate_result", 10)
         self.pub_markers = _marker_publisher(self)
-        self.create_subscription(PointCloud2, seg_topic, self._on_segmentation, qos)
+        subs = [subscribe(self, PointCloud2, seg_topic, self._on_segmentation, qos)]
         if self.use_features:
-            self.create_subscription(PointCloud2, feat_topic, self._on_features, qos)
+            subs.append(subscribe(self, PointCloud2, feat_topic, self._on_features, qos))
             self.create_timer(max(0.05, self.feature_wait_s / 2), self._flush_pending)
         for topic in self.feature_topics:
-            self.create_subscription(Image, topic, lambda m, t=topic: self._features.__setitem__(
-                t, m), qos)
+            subs.append(subscribe(self, Image, topic, lambda m, t=topic:
+                                  self._features.__setitem__(t, m), qos))
             self.create_subscription(String, f"{topic}/info", lambda m, t=topic:
                                      self._feature_info.__setitem__(t, m.data),
                                      qos_from_name("transient_local", 1))
+        # our own outputs are published reliable: auto follows them (multi-MB clouds)
+        self._qos_match = match_if_auto(self, qos_name, subs, qos)
         self.create_subscription(String, "~/locate", self._on_locate, 10)
         self.create_timer(1.0 / rate, self._publish_map)
         self.get_logger().info(f"semantic_map_node ready: frame {cfg.frame}, voxel "

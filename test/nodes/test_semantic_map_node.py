@@ -125,3 +125,26 @@ def test_map_published_and_locate_answered(tmp_path, ros_env):
         boxes = [m for m in got["markers"][0].markers if m.action == 0]
         assert len(boxes) == 1 and boxes[0].header.frame_id == "map"
         assert boxes[0].scale.x == pytest.approx(hi[0] - lo[0], abs=0.1)
+
+
+def test_default_qos_follows_our_reliable_segmentation_output(ros_env):
+    """qos auto (the default): the map node's subscription to ~/segmentation becomes
+    reliable once its publisher (segmentation_node publishes reliable) is seen."""
+    from rclpy.qos import ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
+    from fit3d_ros.nodes.semantic_map_node import SemanticMapNode
+
+    with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
+        node = SemanticMapNode(class_names=["a", "b"], context=ctx)
+        pub_node = rclpy.create_node("seg_pub", context=ctx)
+        pub = pub_node.create_publisher(PointCloud2, "/segmentation_node/segmentation", 10)
+        match = node._qos_match
+        assert match is not None and match.changes == 0
+        sub = match.subs[0]
+        assert sub.sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        ok = spin_until(ctx, node, lambda: match.changes >= 1, 30)
+        assert ok and sub.sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        pub_node.destroy_node()
+        node.destroy_node()
