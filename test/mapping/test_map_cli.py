@@ -11,6 +11,9 @@ from fit3d_ros.demo import scene as S
 from fit3d_ros.mapping import load_map
 from fit3d_ros.mapping.bags import bag_classes, ground_truth
 from fit3d_ros.mapping.io import read_ply
+import torch
+from fit3d_ros.models import SpUNet, SpUNetConfig
+from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +87,6 @@ def test_map_without_transforms_is_a_clear_error(room_bag, tmp_path, capsys):
 def test_map_from_checkpoint_replays_the_segmenter(room_bag, tmp_path, capsys):
     """`--checkpoint`: clouds segmented by a (random, image-free) checkpoint via replay;
     the map's classes and label histogram come from its output."""
-    import torch
-
-    from fit3d_ros.models import SpUNet, SpUNetConfig
-    from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
-
     torch.manual_seed(0)
     cfg = SpUNetConfig.tiny(in_channels=4, num_classes=len(S.CLASSES))
     save_checkpoint(tmp_path / "seg.ckpt", Checkpoint(

@@ -11,6 +11,8 @@ from fit3d_ros.models.backbone_spec import BackboneSpec
 from fit3d_ros.models.checkpoint import Checkpoint, Preprocessing, save_checkpoint
 from fit3d_ros.models.classes import semantickitti_classes
 from fit3d_ros.sensors.extrinsics_yaml import write_extrinsics
+from safetensors.torch import save_file
+from fit3d_ros.models.backbones import build_backbone
 
 
 def tiny_checkpoint(path: Path, inject: bool = True,
@@ -39,10 +41,6 @@ def chroma_vit_weights(path: Path) -> Path:
     brightness and position: blocks and position embedding zeroed, the patch embedding
     undoes the ImageNet normalisation. A transparent stand-in for a pretrained ViT in
     pixel-query tests: same-colour surfaces have cosine ~1, different hues less."""
-    from safetensors.torch import save_file
-
-    from fit3d_ros.models.backbones import build_backbone
-
     state = build_backbone("vit_tiny_test", pretrained=False).model.state_dict()
     g = torch.Generator().manual_seed(0)
     a = torch.randn(48, 3, generator=g, dtype=torch.float64)

@@ -11,6 +11,9 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (ros extra)")
 from fit3d_ros.msgs import features_from_msg, numpy_to_image, rclpy_types  # noqa: E402
 
 from .rosutil import ros_context, spin_until, start, stop  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 
 NODE = ["-m", "fit3d_ros.nodes.feature_node", "--ros-args", "-p", "backbone:=vit_tiny_test",
         "-p", "random_init:=true", "-p", "token_budget:=200", "-p", "qos:=reliable",
@@ -19,14 +22,10 @@ pytestmark = pytest.mark.ros
 
 
 def _rgb(shared_data) -> np.ndarray:
-    from PIL import Image
-    return np.asarray(Image.open(shared_data / "kitti/object/image_2/000000.png").convert("RGB"))
+    return np.asarray(PILImage.open(shared_data / "kitti/object/image_2/000000.png").convert("RGB"))
 
 
 def test_feature_node_publishes_features_and_survives_bad_input(shared_data, ros_env):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import Image
-
     rgb = _rgb(shared_data)
     types = rclpy_types()
     proc = start(NODE, ros_env)

@@ -8,8 +8,11 @@ parameters the nodes really declare.
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import subprocess
 import sys
+import types
 import zipfile
 from pathlib import Path
 
@@ -36,9 +39,6 @@ def _launch_executables() -> set[str]:
 def test_launch_nodes_per_mode_with_stub_launch_modules(monkeypatch):
     """Run the launch file's node selection with minimal stand-ins for launch/launch_ros
     (not installable here): which executables start for each mode and `composed`."""
-    import importlib.util
-    import types
-
     class Cfg:
         def __init__(self, name):
             self.name = name
@@ -105,7 +105,6 @@ def test_wheel_installs_share_files_and_every_launched_executable(wheel):
     assert _launch_executables() == {"perception", "feature_node", "segmentation_node",
                                      "semantic_map_node"}
     assert _launch_executables() <= scripts
-    import importlib
     for line in entry.splitlines():
         if "=" in line:
             module, func = line.split("=")[1].strip().split(":")
@@ -115,7 +114,6 @@ def test_wheel_installs_share_files_and_every_launched_executable(wheel):
 def test_launch_description_loads_where_launch_is_installed(monkeypatch, tmp_path):
     pytest.importorskip("launch", reason="launch is not installable from PyPI")
     pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI")
-    import importlib.util
     spec = importlib.util.spec_from_file_location("perception_launch", LAUNCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -126,6 +124,7 @@ def test_launch_description_loads_where_launch_is_installed(monkeypatch, tmp_pat
 @pytest.mark.ros
 def test_yaml_keys_are_declared_node_parameters(tmp_path, ros_env):
     rclpy = pytest.importorskip("rclpy")
+    # optional: rclpy (the launch-file tests above run without ROS)
     from rclpy.parameter import Parameter
 
     from fit3d_ros.nodes.feature_node import FeatureNode

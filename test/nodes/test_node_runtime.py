@@ -12,6 +12,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa:
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 
 from .rosutil import ros_context, spin_until, start, stop  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
 
 NODE = ["-m", "fit3d_ros.nodes.feature_node", "--ros-args", "-p", "backbone:=vit_tiny_test",
         "-p", "random_init:=true", "-p", "use_sim_time:=true"]
@@ -28,7 +29,6 @@ def _value(v) -> ParameterValue:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_parameters_diagnostics_under_sim_time_and_clean_shutdown(ros_env, sig):
-    from diagnostic_msgs.msg import DiagnosticArray
     proc = start(NODE, ros_env)
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:

@@ -13,6 +13,8 @@ from fit3d_ros.nodes.common import qos_from_name  # noqa: E402
 
 from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
 from .rosutil import play, ros_context, spin_until, start, stop  # noqa: E402
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import String
 
 pytestmark = pytest.mark.ros
 CAMERAS = ["cam_front", "cam_front_right", "cam_back_right", "cam_back", "cam_back_left",
@@ -20,9 +22,6 @@ CAMERAS = ["cam_front", "cam_front_right", "cam_back_right", "cam_back", "cam_ba
 
 
 def test_perception_on_played_nuscenes_bag(shared_data, tmp_path, ros_env):
-    from sensor_msgs.msg import Image, PointCloud2  # optional: ROS message packages
-    from std_msgs.msg import String  # optional: ROS message packages
-
     bag = tmp_path / "nuscenes.mcap"
     nuscenes_to_bag(shared_data / "nuscenes", bag)
     ckpt = tiny_checkpoint(tmp_path / "ditr.ckpt")

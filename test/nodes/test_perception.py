@@ -9,18 +9,16 @@ from fit3d_ros.logs.convert import KITTI_TOPICS, kitti_to_bag  # noqa: E402
 
 from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
 from .rosutil import play, ros_context, spin_until, start, stop  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import String
+from fit3d_ros.msgs import features_from_msg
+from fit3d_ros.nodes.common import qos_from_name
 
 pytestmark = pytest.mark.ros
 
 
 def test_composed_runs_backbone_once_per_image(shared_data, tmp_path, ros_env):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import Image, PointCloud2
-    from std_msgs.msg import String
-
-    from fit3d_ros.msgs import features_from_msg
-    from fit3d_ros.nodes.common import qos_from_name
-
     bag = tmp_path / "kitti.mcap"
     kitti_to_bag(shared_data / "kitti" / "object", bag, frames=["000000", "000001"])
     ckpt = tiny_checkpoint(tmp_path / "ditr.ckpt")

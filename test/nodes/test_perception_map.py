@@ -24,6 +24,9 @@ from fit3d_ros.sensors import Transform
 
 from .fixtures import chroma_checkpoint, chroma_vit_weights
 from .rosutil import diagnostic_counts, ros_context, spin_until, start, stop
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import String
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -54,10 +57,6 @@ def _ball_pixel(T_map_cam: np.ndarray) -> tuple[float, float]:
 
 
 def test_composed_map_locates_by_class_and_by_clicked_pixel(tmp_path, ros_env):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from std_msgs.msg import String
-
     frames = _frames()
     cam = S.camera_model(CFG)
     ckpt = chroma_checkpoint(tmp_path / "chroma.ckpt",

@@ -10,14 +10,17 @@ from fit3d_ros.logs.convert import KITTI_TOPICS, kitti_to_bag  # noqa: E402
 from fit3d_ros.logs.lidar_datasets import load_kitti_scan  # noqa: E402
 from fit3d_ros.msgs import camera_info_to_model, image_to_rgb, pointcloud2_to_cloud  # noqa: E402
 
+from fit3d_ros.nodes.player import PlayConfig  # noqa: E402
+from fit3d_ros.nodes.player import play as play_bag  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+
 from .rosutil import play, ros_context, spin_until, stop  # noqa: E402
 
 
 @pytest.mark.ros
 def test_play_kitti_bag_over_dds(shared_data, tmp_path, ros_env):
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
     kitti = shared_data / "kitti" / "object"
     bag = tmp_path / "kitti.mcap"
     kitti_to_bag(kitti, bag, frames=["000000"])
@@ -45,7 +48,6 @@ def test_play_kitti_bag_over_dds(shared_data, tmp_path, ros_env):
     cloud = pointcloud2_to_cloud(got["cloud"])
     np.testing.assert_array_equal(cloud.xyz, scan[:, :3])
     np.testing.assert_array_equal(cloud.intensity, scan[:, 3])
-    from PIL import Image as PILImage
     rgb = np.asarray(PILImage.open(kitti / "image_2" / "000000.png").convert("RGB"))
     np.testing.assert_array_equal(image_to_rgb(got["image"]), rgb)
     cam = camera_info_to_model(got["info"])
@@ -56,16 +58,12 @@ def test_play_kitti_bag_over_dds(shared_data, tmp_path, ros_env):
 
 
 def test_play_rejects_bad_rate(tmp_path):
-    from fit3d_ros.nodes.player import PlayConfig, play
-
     with pytest.raises(ValueError, match="rate"):
-        play(tmp_path / "missing.mcap", PlayConfig(rate=0))
+        play_bag(tmp_path / "missing.mcap", PlayConfig(rate=0))
 
 
 @pytest.mark.ros
 def test_loop_pauses_between_passes_of_a_one_stamp_bag(shared_data, tmp_path, ros_env):
-    from fit3d_ros.nodes.player import PlayConfig, play as play_bag
-
     bag = tmp_path / "kitti.mcap"
     kitti_to_bag(shared_data / "kitti" / "object", bag, frames=["000000"])  # one stamp
     cfg = dict(loop=True, topics=[KITTI_TOPICS["info"]], clock=False, delay_s=0.0,

@@ -18,6 +18,10 @@ from fit3d_ros.sensors import PointCloud  # noqa: E402
 
 from .fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
 from .rosutil import diagnostic_counts, play, ros_context, spin_until, start, stop  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from fit3d_ros.demo import scene as S
+from fit3d_ros.demo.run import TOPICS, write_scene_bag
 
 pytestmark = pytest.mark.ros
 
@@ -34,9 +38,6 @@ def _node_args(ckpt, extr=None) -> list[str]:
 def _kitti_probe(ctx, on_seg, on_diag):
     """A probe node publishing the KITTI cloud / image / CameraInfo topics and subscribed to
     the node's segmentation and /diagnostics; returns (node, cloud, image, info publishers)."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
     probe = rclpy.create_node("probe", context=ctx)
     pubs = [probe.create_publisher(cls, KITTI_TOPICS[key], 10)
             for cls, key in ((PointCloud2, "cloud"), (Image, "image"), (CameraInfo, "info"))]
@@ -54,9 +55,6 @@ def kitti_setup(shared_data, tmp_path_factory):
 
 
 def test_segmentation_node_labels_played_kitti_bag(shared_data, kitti_setup, ros_env):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import PointCloud2
-
     bag, ckpt, extr = kitti_setup
     node_proc = start(_node_args(ckpt, extr), ros_env)
     player = play(bag, ros_env, 500)
@@ -187,11 +185,6 @@ def test_segmentation_node_needs_a_valid_checkpoint(ros_env, tmp_path):
 
 def test_segmentation_node_rgbd_mode_on_demo_scene(tmp_path, ros_env):
     """rgbd mode: the depth image back-projected in its (registered) colour camera."""
-    from sensor_msgs.msg import PointCloud2
-
-    from fit3d_ros.demo import scene as S
-    from fit3d_ros.demo.run import TOPICS, write_scene_bag
-
     bag = write_scene_bag(tmp_path / "room.mcap", range(2), S.SceneConfig(frames=8))
     ckpt = tiny_checkpoint(tmp_path / "rgbd.ckpt", inject=True, features=("xyz",))
     proc = start(["-m", "fit3d_ros.nodes.segmentation_node", "--ros-args",

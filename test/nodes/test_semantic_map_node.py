@@ -14,6 +14,12 @@ from fit3d_ros.demo.run import demo_classes  # noqa: E402
 from fit3d_ros.msgs import cloud_to_pointcloud2, pointcloud2_to_cloud, rclpy_types  # noqa: E402
 from fit3d_ros.sensors import PointCloud  # noqa: E402
 
+from fit3d_ros.nodes.semantic_map_node import SemanticMapNode  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
 from .rosutil import diagnostic_counts, ros_context, spin_until, start, stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -33,10 +39,6 @@ def _scans(n: int) -> list[PointCloud]:
 
 
 def test_map_published_and_locate_answered(tmp_path, ros_env):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import PointCloud2
-    from std_msgs.msg import String
-
     n = 4
     scans = _scans(n)
     # static transforms map <- base_i (the node has no /tf here: tf2_msgs is not on PyPI)
@@ -130,11 +132,6 @@ def test_map_published_and_locate_answered(tmp_path, ros_env):
 def test_default_qos_follows_our_reliable_segmentation_output(ros_env):
     """qos auto (the default): the map node's subscription to ~/segmentation becomes
     reliable once its publisher (segmentation_node publishes reliable) is seen."""
-    from rclpy.qos import ReliabilityPolicy
-    from sensor_msgs.msg import PointCloud2
-
-    from fit3d_ros.nodes.semantic_map_node import SemanticMapNode
-
     with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
         node = SemanticMapNode(class_names=["a", "b"], context=ctx)
         pub_node = rclpy.create_node("seg_pub", context=ctx)

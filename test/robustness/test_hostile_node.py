@@ -21,6 +21,8 @@ from fit3d_ros.sensors import PointCloud  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nodes.fixtures import extrinsics_yaml, tiny_checkpoint  # noqa: E402
 from nodes.rosutil import diagnostic_counts, ros_context, spin_until, start, stop  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +41,6 @@ def kitti(shared_data):
 
 
 def _probe(ctx, got):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
     probe = rclpy.create_node("hostile_probe", context=ctx)
     pubs = [probe.create_publisher(t, n, 10) for t, n in (
         (PointCloud2, "points"), (Image, "camera/image_raw"), (CameraInfo, "camera/camera_info"))]

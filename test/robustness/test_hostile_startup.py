@@ -17,6 +17,8 @@ from fit3d_ros.sensors import PointCloud  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nodes.fixtures import tiny_checkpoint  # noqa: E402
 from nodes.rosutil import diagnostic_counts, ros_context, spin_until, start, stop  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import PointCloud2
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,9 +64,6 @@ def test_default_qos_receives_a_reliable_drivers_large_clouds(tmp_path, ros_env)
     diag: list = []
     try:
         with ros_context(int(ros_env["ROS_DOMAIN_ID"])) as ctx:
-            from diagnostic_msgs.msg import DiagnosticArray
-            from sensor_msgs.msg import PointCloud2
-
             probe = rclpy.create_node("qos_probe", context=ctx)
             pub = probe.create_publisher(PointCloud2, "points", 10)  # reliable, depth 10
             probe.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)

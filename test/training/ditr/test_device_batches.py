@@ -28,6 +28,8 @@ from fit3d_ros.training.ditr.point_features import PointFeatureSource
 from fit3d_ros.training.ditr.sources import load_dataset
 from fit3d_ros.training.ditr.train import segmentation_loss, train_segmentation
 from fit3d_ros.training.loop import step_rng
+import argparse
+from fit3d_ros.cli import seg
 
 SPEC = BackboneSpec("vit_tiny_test", random_init=True, token_budget=150)
 
@@ -134,9 +136,6 @@ def test_amp_config_plumbing():
 
 
 def test_cli_amp_and_prefetch_flags():
-    import argparse
-
-    from fit3d_ros.cli import seg
     ap = argparse.ArgumentParser()
     seg.register(ap.add_subparsers())
     a = ap.parse_args(["train-seg", "x", "-o", "y", "--config", "tiny", "--amp", "bf16",
