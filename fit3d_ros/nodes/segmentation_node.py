@@ -138,10 +138,11 @@ class SegmentationNode(Node):
             topic = depth_info if name == "rgbd" else f"{name}/camera_info"
             self.create_subscription(CameraInfo, topic,
                                      lambda m, n=name: self._on_info(n, m), qos)
-        first = (make_subscriber(self, Image, depth_topic, qos) if self.mode == "rgbd"
-                 else make_subscriber(self, PointCloud2, cloud_topic, qos))
+        own = qos_name == "auto"  # QoSMatcher re-creates them (message_filters' cannot)
+        first = (make_subscriber(self, Image, depth_topic, qos, own) if self.mode == "rgbd"
+                 else make_subscriber(self, PointCloud2, cloud_topic, qos, own))
         images = [make_subscriber(self, Image, rgbd_image if n == "rgbd" else f"{n}/image_raw",
-                                  qos) for n in cams]
+                                  qos, own) for n in cams]
         self.camera_names = cams
         self._qos_match = QoSMatcher(self, [first, *images], qos) if qos_name == "auto" else None
         first.registerCallback(lambda m: self.health.count("clouds_in"))

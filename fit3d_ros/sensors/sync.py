@@ -277,10 +277,14 @@ def _message_filters():
     return message_filters
 
 
-def make_subscriber(node, msg_type, topic: str, qos_profile: Any = 10, **kwargs):
-    """``message_filters.Subscriber`` where importable, else a `SubscriberFilter`."""
+def make_subscriber(node, msg_type, topic: str, qos_profile: Any = 10,
+                    resubscribable: bool = False, **kwargs):
+    """``message_filters.Subscriber`` where importable, else a `SubscriberFilter`;
+    always the latter when `resubscribable` (QoS ``auto`` re-creates subscriptions, which
+    message_filters cannot; `make_ros_synchronizer` then uses our synchroniser, same
+    policy)."""
     mf = _message_filters()
-    if mf is not None:
+    if mf is not None and not resubscribable:
         return mf.Subscriber(node, msg_type, topic, qos_profile=qos_profile, **kwargs)
     return SubscriberFilter(node, msg_type, topic, qos_profile, **kwargs)
 

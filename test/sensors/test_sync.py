@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -193,3 +194,35 @@ def test_feed_propagates_callback_errors_but_drops_headerless():
     sync.feed(stamped, 0)
     with pytest.raises(ValueError, match="node bug"):
         sync.feed(stamped, 1)
+
+
+def test_resubscribable_subscribers_are_ours_even_where_message_filters_imports(monkeypatch):
+    """QoS auto re-creates subscriptions: with the real message_filters importable (robots),
+    make_subscriber(resubscribable=True) still gives our SubscriberFilter (which can)."""
+    class FakeMF(SimpleNamespace):
+        class SimpleFilter:
+            pass
+
+        class Subscriber(SimpleFilter):
+            def __init__(self, node, msg_type, topic, qos_profile=10, **kw):
+                self.topic = topic
+
+    monkeypatch.setitem(sys.modules, "message_filters", FakeMF())
+
+    class FakeNode:
+        def __init__(self):
+            self.created, self.destroyed = [], []
+
+        def create_subscription(self, msg_type, topic, callback, qos, **kw):
+            self.created.append((topic, qos))
+            return len(self.created)
+
+        def destroy_subscription(self, sub):
+            self.destroyed.append(sub)
+
+    node = FakeNode()
+    assert isinstance(make_subscriber(node, object, "/a", 5), FakeMF.Subscriber)
+    own = make_subscriber(node, object, "/b", 5, resubscribable=True)
+    assert isinstance(own, SubscriberFilter)
+    own.resubscribe("reliable")
+    assert node.created == [("/b", 5), ("/b", "reliable")] and node.destroyed == [1]
