@@ -11,12 +11,15 @@ the torch reference and both make the same skip/stop decisions.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import platform
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -71,6 +74,24 @@ def _check_toolchain() -> None:
             "or use backend='torch'") from err
 
 
+@contextlib.contextmanager
+def _build_guard(build: Path) -> Iterator[None]:
+    """One build per cache directory across processes, and no stale torch lock.
+
+    torch's build lock is a plain file (FileBaton) that a process killed mid-build leaves
+    behind, and every later `load` then waits for it forever. Under this flock (released
+    by the kernel when its holder dies) no other build can be running, so the file is
+    stale and is removed.
+    """
+    with open(build / ".fit3d_ros.flock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            (build / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+
+
 def load_extension(verbose: bool = False) -> ModuleType:
     """Build (first call on this machine) or load the cached C++ extension."""
     global _EXT, _BUILD_ERROR
@@ -84,9 +105,10 @@ def load_extension(verbose: bool = False) -> ModuleType:
             build = cache_dir()
             build.mkdir(parents=True, exist_ok=True)
             try:
-                _EXT = load(name="fit3d_ros_raster_cpu", sources=[str(_CSRC)],
-                            extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
-                            build_directory=str(build), verbose=verbose)
+                with _build_guard(build):
+                    _EXT = load(name="fit3d_ros_raster_cpu", sources=[str(_CSRC)],
+                                extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
+                                build_directory=str(build), verbose=verbose)
             except (RuntimeError, OSError, ImportError) as err:
                 _BUILD_ERROR = KernelBuildError(f"building the CPU rasterizer in {build} "
                                                 f"failed: {err}")

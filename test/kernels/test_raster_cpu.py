@@ -1,10 +1,16 @@
 """The C++ CPU backend against the torch reference: forward, gradients, edge cases."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from fit3d_ros.kernels import rasterize_gaussians
+from fit3d_ros.kernels import load_extension, rasterize_gaussians
+from fit3d_ros.kernels.cpu import cache_dir
 from fit3d_ros.kernels.scenes import SceneConfig, random_scene
 
 PARAMS = ["means", "quats", "scales", "opacities", "colors", "features"]
@@ -155,3 +161,18 @@ def test_thread_count_does_not_change_results():
         torch.set_num_threads(before)
     assert torch.equal(results[0][0], results[1][0])  # forward: no cross-tile sums
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow  # rebuilds the copied cache (~30 s): ninja sees new paths
+def test_a_build_killed_mid_way_does_not_block_later_processes(tmp_path):
+    """torch's build lock file, left by a process killed while building, made every later
+    load wait forever; the kernel-released flock makes it safe to remove."""
+    load_extension()  # built (or cached) here
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir(), cache / "fit3d_ros" / "torch_ext" / cache_dir().name)
+    (cache / "fit3d_ros" / "torch_ext" / cache_dir().name / "lock").write_text("")
+    code = "from fit3d_ros.kernels import load_extension; load_extension(); print('loaded')"
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0 and out.stdout.strip() == "loaded", out.stderr[-2000:]
