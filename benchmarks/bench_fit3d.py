@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
 
 
-def _run(argv: list[str]) -> tuple[dict, float]:
+def run_cli(argv: list[str]) -> tuple[dict, float]:
+    """`fit3d-ros ARGV --json` in-process: (its JSON, seconds); exits on failure."""
     buf = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf):
@@ -74,20 +75,20 @@ def run(backbone: str, config: str, threads: int, work: Path, reuse: bool = Fals
             m = load_scene_file(path).meta["metrics"]
             out[key], t[key] = {**m, "reused": True}, m["seconds"]
         else:
-            out[key], t[key] = _run(["lift", *src, *bb, "-o", str(path), "--force"])
-    out["finetune"], t["finetune"] = _run(["finetune", str(s7), str(rw), *bb, "-o", str(ft),
+            out[key], t[key] = run_cli(["lift", *src, *bb, "-o", str(path), "--force"])
+    out["finetune"], t["finetune"] = run_cli(["finetune", str(s7), str(rw), *bb, "-o", str(ft),
                                            "--force"])
     ev = [*bb, "--finetuned", str(ft)]
-    out["correspondence_7scenes"], t["eval_correspondence_7scenes"] = _run(
+    out["correspondence_7scenes"], t["eval_correspondence_7scenes"] = run_cli(
         ["eval-correspondence", *seven, *ev])
     try:  # Redwood has 5 frames: 2 held out, so at most one pair
-        out["correspondence_redwood"], t["eval_correspondence_redwood"] = _run(
+        out["correspondence_redwood"], t["eval_correspondence_redwood"] = run_cli(
             ["eval-correspondence", *redwood, *ev])
     except SystemExit as exc:
         out["correspondence_redwood"] = {"error": str(exc)}
-    out["depth_probe_7scenes"], t["eval_depth_probe"] = _run(["eval-depth-probe", *seven, *ev])
+    out["depth_probe_7scenes"], t["eval_depth_probe"] = run_cli(["eval-depth-probe", *seven, *ev])
     folder = _seg_folder(work / "seg")
-    out["seg_probe_generated"], t["eval_seg_probe"] = _run(["eval-seg-probe", str(folder),
+    out["seg_probe_generated"], t["eval_seg_probe"] = run_cli(["eval-seg-probe", str(folder),
                                                             *ev])
     t["total"] = sum(t.values())
     return out

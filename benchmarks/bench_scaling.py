@@ -24,6 +24,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bench_models import timed as best_ms  # sibling script (on sys.path when run)
+
 from fit3d_ros.models.mapping import (
     gather_point_features,
     point_features_from_maps,
@@ -56,17 +58,6 @@ def rig() -> tuple[list[CameraModel], list[np.ndarray]]:
         R = np.array([[np.cos(a), -np.sin(a), 0], [0, 0, -1], [np.sin(a), np.cos(a), 0]])
         Ts.append(np.vstack([np.c_[R, np.zeros(3)], [0, 0, 0, 1]]))
     return cams, Ts
-
-
-def best_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median of `repeats` timed runs after a warm-up (medians: the machine may be shared)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
 
 
 def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

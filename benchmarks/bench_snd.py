@@ -13,16 +13,14 @@ expected; the figures show cost and whether the rendered targets are 3D-consiste
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from fit3d_ros.cli import main as cli
+from bench_fit3d import run_cli  # sibling script (benchmarks/ is on sys.path when run)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
@@ -30,18 +28,8 @@ DATA = Path(os.environ.get("FIT3D_ROS_DATA", ROOT.parent / "shared" / "data"))
 
 def _stage(out: dict, work: Path, key: str, argv: list[str]) -> None:
     """Run one command into out[key] (time in out["times_s"]); out so far -> work/partial.json."""
-    out[key], out["times_s"][key] = _run(argv)
+    out[key], out["times_s"][key] = run_cli(argv)
     (work / "partial.json").write_text(json.dumps(out, default=str))
-
-
-def _run(argv: list[str]) -> tuple[dict, float]:
-    buf = io.StringIO()
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(buf):
-        rc = cli.main(argv)
-    if rc != 0:
-        raise SystemExit(f"fit3d-ros {' '.join(argv)} failed with {rc}")
-    return json.loads(buf.getvalue()), time.perf_counter() - t0
 
 
 def run(backbone: str, threads: int, work: Path, fit3d_student: Path | None) -> dict:
