@@ -130,16 +130,12 @@ def check_raster(device: torch.device, quick: bool) -> dict[str, Any]:
 
 
 def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, Any]:
+    """(best ms of `repeats` synchronised runs after a warm-up, the last result)."""
     res = fn()
     ts = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        res = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        ts.append((time.perf_counter() - t) * 1e3)
+        res, ms = timed_once(fn, device)
+        ts.append(ms)
     return min(ts), res
 
 
